@@ -1,0 +1,1 @@
+"""winnow's services: one package per stage, each a thin shell around its stage."""

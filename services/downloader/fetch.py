@@ -1,0 +1,252 @@
+"""HTTP fetching for the downloader: guarded, capped, polite, retried.
+
+- Only http(s); every connection's peer address is checked by an ``AddressPolicy`` (after DNS
+  resolution and on every redirect hop, which is followed by hand).
+- Caps: bytes (declared ``Content-Length`` refused before reading, streamed bytes counted),
+  time per socket operation and for the whole request.
+- ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``, ``none``),
+  for everyone or for our user-agent token, are honoured and recorded as ``opt_out``.
+- Retries with exponential backoff and jitter on 429, 5xx, timeouts and broken connections;
+  ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap.
+- At most ``per_domain_concurrency`` requests in flight per host.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import random
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import HTTPError, IncompleteRead, LocationParseError, NameResolutionError, TimeoutError
+
+from services.downloader.address_guard import AddressPolicy, BlockedAddressError
+
+DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; winnow/0.1; +https://github.com/winnow-data/winnow)"
+DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex", "none")
+REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
+RETRY_CODES = frozenset({429, 500, 502, 503, 504})
+
+
+class FetchError(Exception):
+    """A URL could not be fetched; ``reason`` is the ledger's machine-readable code."""
+
+    def __init__(self, reason: str, message: str, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    timeout: float = 10.0  # per connect and per read, as img2dataset's --timeout
+    total_timeout: float = 60.0  # the whole request, body included
+    retries: int = 2
+    backoff_s: float = 0.5  # first backoff; doubles per retry, with jitter
+    max_retry_after_s: float = 30.0  # a longer Retry-After gives up with reason rate_limited
+    max_bytes: int = 32 * 1024 * 1024
+    max_redirects: int = 5
+    user_agent: str = DEFAULT_USER_AGENT
+    user_agent_token: str = "winnow"  # X-Robots-Tag lines addressed to this token apply to us
+    disallowed_header_directives: tuple[str, ...] = DISALLOWED_DIRECTIVES
+    per_domain_concurrency: int = 8
+    allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the address guard, e.g. ("127.0.0.0/8",)
+
+
+def opted_out(header_values: list[str], token: str, disallowed: tuple[str, ...]) -> str | None:
+    """The opt-out directive that applies to us in these ``X-Robots-Tag`` values, if any."""
+    for value in header_values:
+        head, sep, tail = value.partition(":")
+        directives_text, agent = (tail, head.strip().lower()) if sep and head.strip().lower() not in disallowed else (value, None)
+        if agent is not None and agent != token.lower():
+            continue
+        for directive in directives_text.split(","):
+            directive = directive.strip().lower()
+            if directive in disallowed:
+                return directive
+    return None
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _guarded_pool_classes(policy: AddressPolicy) -> dict[str, type]:
+    """Connection pools whose sockets are checked against ``policy`` before any byte is sent."""
+
+    def guarded(base: type) -> type:
+        class GuardedConnection(base):
+            def _new_conn(self):
+                sock = super()._new_conn()
+                peer = sock.getpeername()[0]
+                reason = policy.refusal(peer)
+                if reason is not None:
+                    sock.close()
+                    raise BlockedAddressError(f"refused to connect to {self.host}: {reason}")
+                return sock
+
+        return GuardedConnection
+
+    class GuardedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = guarded(HTTPConnection)
+
+    class GuardedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = guarded(HTTPSConnection)
+
+    return {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+
+
+def _caused_by(exc: BaseException, kind: type) -> BaseException | None:
+    """The first exception of ``kind`` in ``exc``'s chain (urllib3 wraps errors in args and causes)."""
+    seen, pending = set(), [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, kind):
+            return current
+        pending.extend([current.__cause__, current.__context__, getattr(current, "reason", None),
+                        *[a for a in getattr(current, "args", ()) if isinstance(a, BaseException)]])
+    return None
+
+
+class HttpFetcher:
+    """Thread-safe; share one per process."""
+
+    def __init__(self, options: FetchOptions | None = None) -> None:
+        self.options = options or FetchOptions()
+        self.policy = AddressPolicy.from_strings(self.options.allow_networks)
+        self._pool = urllib3.PoolManager(num_pools=256, maxsize=self.options.per_domain_concurrency, block=False,
+                                         retries=False)
+        self._pool.pool_classes_by_scheme = _guarded_pool_classes(self.policy)
+        self._domain_slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots_lock = threading.Lock()
+
+    def _slot(self, host: str) -> threading.BoundedSemaphore:
+        with self._slots_lock:
+            slot = self._domain_slots.get(host)
+            if slot is None:
+                slot = self._domain_slots[host] = threading.BoundedSemaphore(self.options.per_domain_concurrency)
+            return slot
+
+    def fetch(self, url: str) -> bytes:
+        """The body of ``url`` after redirects; raises FetchError with a reason."""
+        attempt = 0
+        while True:
+            try:
+                return self._fetch_once(url)
+            except FetchError as error:
+                if not error.retryable or attempt >= self.options.retries:
+                    raise
+                if error.retry_after is not None and error.retry_after > self.options.max_retry_after_s:
+                    raise FetchError("rate_limited", f"Retry-After of {error.retry_after:.0f}s is over the "
+                                     f"{self.options.max_retry_after_s:.0f}s cap: {error}") from error
+                backoff = self.options.backoff_s * (2 ** attempt) * (0.5 + random.random())
+                time.sleep(max(backoff, error.retry_after or 0.0))
+                attempt += 1
+
+    def _fetch_once(self, url: str) -> bytes:
+        deadline = time.monotonic() + self.options.total_timeout
+        for _ in range(self.options.max_redirects + 1):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https"):
+                raise FetchError("unsupported_scheme", f"only http and https URLs are fetched, not {parts.scheme!r}")
+            if not parts.hostname:
+                raise FetchError("invalid_url", f"URL has no host: {url!r}")
+            with self._slot(parts.hostname):
+                location, body = self._request(url, deadline)
+            if location is None:
+                return body
+            url = urljoin(url, location)
+        raise FetchError("too_many_redirects", f"more than {self.options.max_redirects} redirects")
+
+    def _request(self, url: str, deadline: float) -> tuple[str | None, bytes]:
+        """One HTTP exchange: ``(redirect target, b"")`` or ``(None, body)``."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchError("timeout", "total time cap reached", retryable=True)
+        timeout = urllib3.Timeout(connect=min(self.options.timeout, remaining), read=min(self.options.timeout, remaining))
+        try:
+            response = self._pool.request("GET", url, headers={"User-Agent": self.options.user_agent},
+                                          preload_content=False, redirect=False, retries=False, timeout=timeout)
+        except BlockedAddressError as exc:
+            raise FetchError("blocked_address", str(exc)) from exc
+        except (LocationParseError, ValueError) as exc:
+            raise FetchError("invalid_url", f"invalid URL {url!r}: {exc}") from exc
+        except HTTPError as exc:
+            raise self._network_error(exc) from exc
+        try:
+            return self._read_response(response, deadline)
+        finally:
+            response.release_conn()
+
+    def _read_response(self, response, deadline: float) -> tuple[str | None, bytes]:
+        status = response.status
+        if status in REDIRECT_CODES:
+            location = response.headers.get("Location")
+            response.drain_conn()
+            if not location:
+                raise FetchError(f"http_{status}", f"redirect {status} without a Location header")
+            return location, b""
+        if status != 200:
+            retry_after = _parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+            response.drain_conn()
+            raise FetchError(f"http_{status}", f"HTTP {status}", retryable=status in RETRY_CODES,
+                             retry_after=retry_after)
+        directive = opted_out(response.headers.getlist("X-Robots-Tag"), self.options.user_agent_token,
+                              self.options.disallowed_header_directives)
+        if directive is not None:
+            response.close()
+            raise FetchError("opt_out", f"X-Robots-Tag: {directive}")
+        declared = response.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.options.max_bytes:
+            response.close()
+            raise FetchError("too_large", f"declared size {int(declared)} bytes is over the cap of {self.options.max_bytes}")
+        chunks, size = [], 0
+        try:
+            for chunk in response.stream(256 * 1024):
+                size += len(chunk)
+                if size > self.options.max_bytes:
+                    response.close()
+                    raise FetchError("too_large", f"body is over the cap of {self.options.max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    response.close()
+                    raise FetchError("timeout", f"body not received within {self.options.total_timeout}s",
+                                     retryable=True)
+                chunks.append(chunk)
+        except HTTPError as exc:
+            raise self._network_error(exc) from exc
+        return None, b"".join(chunks)
+
+    @staticmethod
+    def _network_error(exc: Exception) -> FetchError:
+        blocked = _caused_by(exc, BlockedAddressError)
+        if blocked is not None:
+            return FetchError("blocked_address", str(blocked))
+        if _caused_by(exc, NameResolutionError) is not None:
+            return FetchError("dns_error", f"name resolution failed: {exc}")
+        if _caused_by(exc, TimeoutError) is not None or "timed out" in str(exc).lower():
+            return FetchError("timeout", f"timed out: {exc}", retryable=True)
+        if _caused_by(exc, IncompleteRead) is not None or _caused_by(exc, http.client.IncompleteRead) is not None:
+            return FetchError("truncated", f"connection closed before the declared length: {exc}", retryable=True)
+        return FetchError("connection_error", f"{type(exc).__name__}: {exc}", retryable=True)
+
+    def close(self) -> None:
+        self._pool.clear()

@@ -1,0 +1,138 @@
+"""Reading a pool of ``(uid, url, text)`` rows and cutting it into shard-sized slices.
+
+Accepted inputs: parquet (a file or a directory of files; a DataComp pool parquet as it is),
+CSV, TSV, JSON/JSONL and plain text (one URL a line). Columns are renamed to DataComp's
+``url`` and ``text``; every other column rides along to the output. A missing ``uid`` is
+generated as the 128-bit BLAKE2b hash of url and caption, in hex, so a resubmitted pool keeps
+its uids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from shared import storage
+from shared.jobs import POOL_STAGE, JobManifest
+from shared.messages import ShardRef
+from shared.shards import ShardFormatError, shard_prefix
+
+FORMATS = ("parquet", "csv", "tsv", "json", "jsonl", "txt")
+DEFAULT_SAMPLES_PER_SHARD = 10_000
+
+
+class PoolFormatError(ValueError):
+    """The pool cannot be read as asked: unknown format, missing column, malformed file."""
+
+
+def infer_format(uri: str) -> str:
+    lowered = uri.lower().rstrip("/")
+    for fmt, suffixes in {"parquet": (".parquet", ".pq"), "csv": (".csv",), "tsv": (".tsv",),
+                          "jsonl": (".jsonl", ".ndjson"), "json": (".json",), "txt": (".txt",)}.items():
+        if lowered.endswith(suffixes):
+            return fmt
+    fs, path = storage.filesystem(uri)
+    if fs.isdir(path):
+        return "parquet"
+    raise PoolFormatError(f"cannot tell the format of {uri!r}; pass input_format (one of {FORMATS})")
+
+
+def _read_table(uri: str, fmt: str, url_col: str, caption_col: str | None) -> pa.Table:
+    fs, path = storage.filesystem(uri)
+    try:
+        if fmt == "parquet":
+            return pads.dataset(path, filesystem=fs, format="parquet").to_table()
+        raw = fs.cat_file(path)
+        if fmt == "txt":
+            urls = [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
+            return pa.table({url_col: pa.array(urls, pa.string())})
+        if fmt in ("csv", "tsv"):
+            # Text columns are read as bytes and decoded leniently, so one row with invalid
+            # UTF-8 does not lose the whole pool.
+            header = raw.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+            names = [n.strip().strip('"') for n in header.split("," if fmt == "csv" else "\t")]
+            binary = {n: pa.binary() for n in (url_col, caption_col) if n in names}
+            table = pacsv.read_csv(
+                io.BytesIO(raw),
+                parse_options=pacsv.ParseOptions(delimiter="," if fmt == "csv" else "\t", newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(column_types=binary, strings_can_be_null=True),
+            )
+            for name in binary:
+                decoded = [None if v is None else v.decode("utf-8", errors="replace") for v in table[name].to_pylist()]
+                table = table.set_column(table.column_names.index(name), name, pa.array(decoded, pa.string()))
+            return table
+        return pajson.read_json(io.BytesIO(raw))
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
+        raise PoolFormatError(f"cannot read {uri} as {fmt}: {exc}") from exc
+
+
+def generate_uid(url: str, text: str | None) -> str:
+    return hashlib.blake2b(f"{url}\x00{text or ''}".encode(), digest_size=16).hexdigest()
+
+
+def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption_col: str | None = "text",
+              max_samples: int = 0) -> pa.Table:
+    """The pool as a table with ``uid``, ``url``, ``text`` first and the other columns after."""
+    fmt = input_format or infer_format(uri)
+    if fmt not in FORMATS:
+        raise PoolFormatError(f"input_format must be one of {FORMATS}, got {fmt!r}")
+    table = _read_table(uri, fmt, url_col, caption_col)
+    if max_samples:
+        table = table.slice(0, max_samples)
+    if url_col not in table.column_names:
+        raise PoolFormatError(f"{uri} has no url column {url_col!r}; its columns are {table.column_names}")
+    if caption_col and caption_col not in table.column_names:
+        if caption_col == "text" and "caption" in table.column_names:
+            caption_col = "caption"
+        elif caption_col != "text":
+            raise PoolFormatError(f"{uri} has no caption column {caption_col!r}; its columns are {table.column_names}")
+    urls = pc.cast(table[url_col], pa.string())
+    texts = (pc.cast(table[caption_col], pa.string()) if caption_col and caption_col in table.column_names
+             else pa.nulls(len(table), pa.string()))
+    if "uid" in table.column_names:
+        uids = pc.cast(table["uid"], pa.string())
+    else:
+        uids = pa.array([generate_uid(u or "", t) for u, t in zip(urls.to_pylist(), texts.to_pylist())], pa.string())
+    rest = [n for n in table.column_names if n not in {"uid", url_col, caption_col, "url", "text"}]
+    return pa.table([uids, urls, texts, *[table[n] for n in rest]], names=["uid", "url", "text", *rest])
+
+
+def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format: str = "", url_col: str = "url",
+                caption_col: str | None = "text", samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
+                max_samples: int = 0) -> JobManifest:
+    """Cut the pool into slices under ``job_root/pool`` and write the manifest (once per job)."""
+    if samples_per_shard <= 0:
+        raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
+    if storage.exists(storage.join(job_root, "job.json")):
+        manifest = JobManifest.load(job_root)
+        if job_id and manifest.job_id != job_id:
+            raise ValueError(f"{job_root} already holds job {manifest.job_id}, not {job_id}")
+        return manifest
+    table = read_pool(pool_uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
+                      max_samples=max_samples)
+    shard_count = max(1, -(-len(table) // samples_per_shard)) if len(table) else 0
+    for shard_id in range(shard_count):
+        buffer = io.BytesIO()
+        pq.write_table(table.slice(shard_id * samples_per_shard, samples_per_shard), buffer)
+        storage.write_bytes(shard_prefix(storage.join(job_root, POOL_STAGE), shard_id) + ".parquet", buffer.getvalue())
+    manifest = JobManifest(job_id=job_id or uuid.uuid4().hex[:16], job_root=job_root, pool_uri=pool_uri,
+                           shard_count=shard_count, sample_count=len(table), samples_per_shard=samples_per_shard,
+                           created=time.time())
+    manifest.save()
+    return manifest
+
+
+def read_pool_slice(ref: ShardRef) -> pa.Table:
+    try:
+        return pq.read_table(io.BytesIO(storage.read_bytes(ref.uri + ".parquet")))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ShardFormatError(f"unreadable pool slice {ref.uri}.parquet: {exc}") from exc

@@ -1,0 +1,53 @@
+"""The downloader service's settings (``WINNOW_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.downloader.fetch import DEFAULT_USER_AGENT, FetchOptions
+from services.downloader.resize import ResizeMode, ResizeOptions
+from services.downloader.stage import DownloadOptions
+from shared.config import ServiceSettings
+from shared.topics import shards_topic
+
+
+class DownloaderSettings(ServiceSettings):
+    service_name: str = "downloader"
+    input_topic: str = shards_topic("pool")
+    output_topic: str = shards_topic("downloader")
+    output_uri: str = Field("runs", description="directory under which submitted jobs are written, one per job id")
+    samples_per_shard: int = 10_000
+    image_size: int = 512
+    resize_mode: ResizeMode = ResizeMode.keep_ratio_largest
+    resize_only_if_bigger: bool = True
+    encode_format: str = "jpg"
+    encode_quality: int = 95
+    skip_reencode: bool = False
+    min_image_size: int = 0
+    max_aspect_ratio: float = float("inf")
+    max_image_pixels: int = 89_478_485
+    thread_count: int = 32
+    timeout: float = 10.0
+    total_timeout: float = 60.0
+    retries: int = 2
+    max_bytes: int = 32 * 1024 * 1024
+    per_domain_concurrency: int = 8
+    user_agent: str = DEFAULT_USER_AGENT
+    user_agent_token: str = "winnow"
+    allow_networks: tuple[str, ...] = Field((), description="CIDRs exempt from the private-address guard")
+    verify_hash: bool = True
+
+    def download_options(self) -> DownloadOptions:
+        return DownloadOptions(
+            fetch=FetchOptions(timeout=self.timeout, total_timeout=self.total_timeout, retries=self.retries,
+                               max_bytes=self.max_bytes, per_domain_concurrency=self.per_domain_concurrency,
+                               user_agent=self.user_agent, user_agent_token=self.user_agent_token,
+                               allow_networks=tuple(self.allow_networks)),
+            resize=ResizeOptions(image_size=self.image_size, resize_mode=self.resize_mode,
+                                 resize_only_if_bigger=self.resize_only_if_bigger, encode_format=self.encode_format,
+                                 encode_quality=self.encode_quality, skip_reencode=self.skip_reencode,
+                                 min_image_size=self.min_image_size, max_aspect_ratio=self.max_aspect_ratio,
+                                 max_image_pixels=self.max_image_pixels),
+            thread_count=self.thread_count,
+            verify_hash=self.verify_hash,
+        )

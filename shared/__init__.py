@@ -1,0 +1,1 @@
+"""winnow's common library: shard format, storage, bus, model client, service shell, config."""

@@ -1,0 +1,19 @@
+"""The bus: topics of ShardRef messages with consumer groups and explicit offset commits.
+
+Two implementations share one contract (``shared.bus.base``): Apache Kafka through kafka-python
+for services, and an in-process bus with the same at-least-once semantics for ``winnow run``.
+"""
+
+from shared.bus.base import Bus, Consumer, Message
+from shared.bus.memory import InProcessBus
+
+__all__ = ["Bus", "Consumer", "InProcessBus", "Message", "open_bus"]
+
+
+def open_bus(bootstrap_servers: str | None, client_id: str = "winnow", **kafka_options) -> Bus:
+    """Kafka when bootstrap servers are given, otherwise a fresh in-process bus."""
+    if bootstrap_servers:
+        from shared.bus.kafka import KafkaBus
+
+        return KafkaBus(bootstrap_servers, client_id=client_id, **kafka_options)
+    return InProcessBus()

@@ -1,0 +1,93 @@
+"""A job's layout in storage and its progress, read from the shards' completion markers.
+
+    {job_root}/job.json                     the manifest, written once the pool is sliced
+    {job_root}/pool/{shard:08d}.parquet     the pool, cut into shard-sized slices
+    {job_root}/{stage}/{shard:08d}.tar|.parquet|_stats.json   each stage's shards
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from shared import storage
+from shared.bus.base import Bus
+from shared.messages import ShardRef, encode_ref, make_ref, message_key
+from shared.shards import ShardStats, shard_prefix
+
+POOL_STAGE = "pool"
+MANIFEST = "job.json"
+
+
+@dataclass(frozen=True)
+class JobManifest:
+    """What a submitted job is."""
+
+    job_id: str
+    job_root: str
+    pool_uri: str
+    shard_count: int
+    sample_count: int
+    samples_per_shard: int
+    created: float
+
+    @classmethod
+    def load(cls, job_root: str) -> JobManifest:
+        data = json.loads(storage.read_text(storage.join(job_root, MANIFEST)))
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    @staticmethod
+    def exists(job_root: str) -> bool:
+        return storage.exists(storage.join(job_root, MANIFEST))
+
+    def save(self) -> None:
+        storage.write_text(storage.join(self.job_root, MANIFEST), json.dumps(asdict(self), indent=1))
+
+    def pool_refs(self) -> list[ShardRef]:
+        """One ShardRef per pool slice: the first stage's work items."""
+        counts = [min(self.samples_per_shard, self.sample_count - i * self.samples_per_shard)
+                  for i in range(self.shard_count)]
+        return [make_ref(job_id=self.job_id, shard_id=i, stage=POOL_STAGE,
+                         uri=shard_prefix(storage.join(self.job_root, POOL_STAGE), i), sample_count=n,
+                         job_root=self.job_root, shard_count=self.shard_count)
+                for i, n in enumerate(counts)]
+
+
+@dataclass
+class StageTotals:
+    stage: str
+    shards_done: int = 0
+    samples: int = 0
+    kept: int = 0
+    reasons: Counter = field(default_factory=Counter)
+
+    def add(self, stats: ShardStats) -> None:
+        self.shards_done += 1
+        self.samples += stats.count
+        self.kept += stats.successes
+        self.reasons.update(stats.reasons)
+
+
+def stage_totals(job_root: str, stage: str) -> StageTotals:
+    """Sum the completion markers of one stage's shards."""
+    totals = StageTotals(stage)
+    for uri in storage.glob(storage.join(job_root, stage, "*_stats.json")):
+        stats = ShardStats.from_json(json.loads(storage.read_text(uri)))
+        totals.add(stats)
+    return totals
+
+
+def job_stages(job_root: str) -> list[str]:
+    """Stages that have written at least one finished shard, in no particular order."""
+    markers = storage.glob(storage.join(job_root, "*", "*_stats.json"))
+    return sorted({m.rstrip("/").split("/")[-2] for m in markers})
+
+
+def publish_pool(bus: Bus, manifest: JobManifest, topic: str) -> int:
+    """Queue every pool slice of a job for its first stage; returns how many were sent."""
+    bus.ensure_topics([topic])
+    refs = manifest.pool_refs()
+    for ref in refs:
+        bus.send(topic, message_key(ref), encode_ref(ref))
+    return len(refs)

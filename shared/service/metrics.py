@@ -1,0 +1,27 @@
+"""Prometheus metrics shared by every service (one registry per process)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+SAMPLES = Counter("winnow_samples_total", "Samples a stage finished, by status and reason",
+                  ["stage", "status", "reason"])
+SHARDS = Counter("winnow_shards_total", "Shards a worker finished, by outcome", ["stage", "outcome"])
+SHARD_SECONDS = Histogram("winnow_shard_seconds", "Time to process one shard", ["stage"],
+                          buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800))
+RPCS = Counter("winnow_rpcs_total", "gRPC calls by method and status code", ["method", "code"])
+
+
+def serve_metrics(port: int) -> None:
+    """Expose ``/metrics`` on ``port`` (0 disables)."""
+    if port:
+        start_http_server(port)
+
+
+def record_shard_stats(stats) -> None:
+    """Add one shard's per-status and per-reason counts to the sample counter."""
+    for status, count in stats.status_counts.items():
+        if status == "success":
+            SAMPLES.labels(stats.stage, status, "").inc(count)
+    for reason, count in stats.reasons.items():
+        SAMPLES.labels(stats.stage, "not_kept", reason).inc(count)

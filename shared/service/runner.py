@@ -1,0 +1,87 @@
+"""Run one stage as a service: gRPC API + health + metrics + bus worker, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from shared.bus import Bus, open_bus
+from shared.config import ServiceSettings
+from shared.service.grpc_server import ServiceBinding, create_server, set_serving
+from shared.service.metrics import serve_metrics
+from shared.service.worker import ShardWorker
+from shared.stage import Stage
+
+log = structlog.get_logger(__name__)
+
+
+class StageService:
+    """Owns the server, the worker and the stage's lifecycle; ``start()`` then ``wait()``."""
+
+    def __init__(self, stage: Stage, settings: ServiceSettings,
+                 bindings: Callable[[Bus], list[ServiceBinding]], bus: Bus | None = None) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.bus = bus or open_bus(settings.kafka_bootstrap_servers, client_id=settings.service_name,
+                                   **({"security": settings.kafka_security} if settings.kafka_bootstrap_servers else {}))
+        self.bindings = bindings(self.bus)
+        tls_cert = Path(settings.grpc_tls_cert).read_bytes() if settings.grpc_tls_cert else None
+        tls_key = Path(settings.grpc_tls_key).read_bytes() if settings.grpc_tls_key else None
+        self.server, self.port, self.health = create_server(
+            settings.grpc_address, self.bindings, token=settings.grpc_token, tls_cert=tls_cert, tls_key=tls_key,
+            max_message_bytes=settings.grpc_max_message_bytes)
+        self.worker = ShardWorker(
+            self.bus, stage.process, stage=stage.name, input_topic=settings.input_topic,
+            output_topic=settings.output_topic, group_id=settings.group_id,
+            max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s,
+        ) if settings.input_topic else None
+        self._worker_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    def start(self) -> None:
+        self.server.start()
+        serve_metrics(self.settings.metrics_port)
+        log.info("service_starting", service=self.settings.service_name, grpc_port=self.port)
+        self.stage.setup()
+        set_serving(self.health, [b.full_name for b in self.bindings])
+        if self.worker is not None:
+            self._worker_thread = threading.Thread(target=self._run_worker, name="worker", daemon=True)
+            self._worker_thread.start()
+        log.info("service_ready", service=self.settings.service_name, grpc_port=self.port)
+
+    def _run_worker(self) -> None:
+        try:
+            self.worker.run()
+        except Exception:
+            log.exception("worker_crashed")
+            self.stop()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop taking work, let the current shard finish, then stop the server."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("service_stopping", service=self.settings.service_name)
+        set_serving(self.health, [b.full_name for b in self.bindings], serving=False)
+        if self.worker is not None:
+            self.worker.stop()
+            if self._worker_thread is not None and self._worker_thread is not threading.current_thread():
+                self._worker_thread.join(timeout=grace * 6)
+        self.server.stop(grace).wait()
+        self.stage.teardown()
+        self.bus.close()
+
+    def wait(self) -> None:
+        self._stopped.wait()
+
+    def install_signal_handlers(self) -> None:
+        def handle(signum, _frame):
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            threading.Thread(target=self.stop, name="stopper").start()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
