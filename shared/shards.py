@@ -196,6 +196,7 @@ class ShardWriter:
         self.stats = ShardStats(stage=stage, job_id=job_id, shard_id=shard_id)
         self._extra_schema = extra_schema or pa.schema([])
         self._rows: list[dict[str, Any]] = []
+        storage.remove_partial_writes(prefix)
         self._tmpdir = tempfile.TemporaryDirectory(prefix="winnow-shard-")
         self._tar_path = os.path.join(self._tmpdir.name, "shard.tar")
         self._tar = tarfile.open(self._tar_path, "w", format=tarfile.USTAR_FORMAT)

@@ -108,6 +108,15 @@ def glob(pattern_uri: str) -> list[str]:
     return [fs.unstrip_protocol(p) if "://" in pattern_uri else p for p in found]
 
 
+def remove_partial_writes(prefix: str) -> None:
+    """Delete temporary files that a killed writer left beside ``prefix*`` (local disks only)."""
+    fs, path = filesystem(prefix)
+    if isinstance(fs, LocalFileSystem):
+        for leftover in fs.glob(f"{path}*.tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(leftover)
+
+
 def remove(uri: str) -> None:
     fs, path = filesystem(uri)
     with contextlib.suppress(FileNotFoundError):

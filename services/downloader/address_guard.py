@@ -21,6 +21,25 @@ METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "169.254.170.2", "100.100.100.200", "fd00:ec2::254")
 )
 
+# IPv6 ranges that carry an IPv4 address in their low 32 bits and reach it through a translator.
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (mapped, 6to4, NAT64, IPv4-compatible), if any.
+
+    Judging these by their IPv6 range alone would let ``2002:a00:1::`` or ``64:ff9b::a00:1``
+    reach 10.0.0.1 through a 6to4 relay or a NAT64 gateway.
+    """
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64_WELL_KNOWN or (ip in IPV4_COMPATIBLE and not (ip.is_loopback or ip.is_unspecified)):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
 
 class BlockedAddressError(ConnectionError):
     """The downloader refused to talk to this address."""
@@ -42,8 +61,8 @@ class AddressPolicy:
             ip: IPAddress = ipaddress.ip_address(address.split("%", 1)[0])
         except ValueError:
             return f"{address!r} is not an IP address"
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
+        if isinstance(ip, ipaddress.IPv6Address):
+            ip = _embedded_ipv4(ip) or ip
         if any(ip in network for network in self.allow):
             return None
         if ip in METADATA_ADDRESSES:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import http.client
 import random
 import threading
@@ -87,12 +88,24 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _guarded_pool_classes(policy: AddressPolicy) -> dict[str, type]:
     """Connection pools whose sockets are checked against ``policy`` before any byte is sent."""
 
     def guarded(base: type) -> type:
         class GuardedConnection(base):
             def _new_conn(self):
+                literal = self._dns_host.strip("[]")
+                if _is_ip_literal(literal) and policy.refusal(literal) is not None:
+                    # Refuse before connecting: an unroutable address would only time out.
+                    raise BlockedAddressError(f"refused to connect to {self.host}: {policy.refusal(literal)}")
                 sock = super()._new_conn()
                 peer = sock.getpeername()[0]
                 reason = policy.refusal(peer)
@@ -165,16 +178,23 @@ class HttpFetcher:
     def _fetch_once(self, url: str) -> bytes:
         deadline = time.monotonic() + self.options.total_timeout
         for _ in range(self.options.max_redirects + 1):
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                host = parts.hostname
+            except ValueError as exc:  # e.g. an unclosed "[" of an IPv6 host
+                raise FetchError("invalid_url", f"invalid URL {url!r}: {exc}") from exc
             if parts.scheme not in ("http", "https"):
                 raise FetchError("unsupported_scheme", f"only http and https URLs are fetched, not {parts.scheme!r}")
-            if not parts.hostname:
+            if not host:
                 raise FetchError("invalid_url", f"URL has no host: {url!r}")
-            with self._slot(parts.hostname):
+            with self._slot(host):
                 location, body = self._request(url, deadline)
             if location is None:
                 return body
-            url = urljoin(url, location)
+            try:
+                url = urljoin(url, location)
+            except ValueError as exc:
+                raise FetchError("invalid_url", f"invalid redirect target {location!r}: {exc}") from exc
         raise FetchError("too_many_redirects", f"more than {self.options.max_redirects} redirects")
 
     def _request(self, url: str, deadline: float) -> tuple[str | None, bytes]:
@@ -221,7 +241,9 @@ class HttpFetcher:
             raise FetchError("too_large", f"declared size {int(declared)} bytes is over the cap of {self.options.max_bytes}")
         chunks, size = [], 0
         try:
-            for chunk in response.stream(256 * 1024):
+            # read1 returns what one socket read brings, so a trickling body meets the deadline
+            # check within one read timeout (stream() would wait for whole 256 KiB chunks).
+            while chunk := response.read1(256 * 1024):
                 size += len(chunk)
                 if size > self.options.max_bytes:
                     response.close()

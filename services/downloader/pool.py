@@ -82,6 +82,8 @@ def generate_uid(url: str, text: str | None) -> str:
 def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption_col: str | None = "text",
               max_samples: int = 0) -> pa.Table:
     """The pool as a table with ``uid``, ``url``, ``text`` first and the other columns after."""
+    if not storage.exists(uri):
+        raise FileNotFoundError(f"no pool at {uri}")
     fmt = input_format or infer_format(uri)
     if fmt not in FORMATS:
         raise PoolFormatError(f"input_format must be one of {FORMATS}, got {fmt!r}")

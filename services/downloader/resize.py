@@ -1,9 +1,11 @@
 """One image in, one resized and encoded image out, with img2dataset's resize modes.
 
 The decoder asks libjpeg for a reduced-size decode (DCT scaling, PIL's draft mode) when the
-target is at most half the source, which is most of the work saved on large photos; the rest
-of the reduction is an area (box) filter, as img2dataset's ``INTER_AREA``. Alpha is matted on
-white, as img2dataset does.
+target is at most half the source, which is most of the work saved on large photos. Without
+a draft, a reduction is an area (box) filter, as img2dataset's ``INTER_AREA``; after one, the
+remaining reduction is under 2x, where a box filter blends neighbours at shifting phases, so
+Lanczos finishes it, over the exact source region the draft covers. Alpha is matted on white,
+as img2dataset does.
 """
 
 from __future__ import annotations
@@ -126,8 +128,12 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
 
     target = _target_size(original_width, original_height, options)
     source_format = image.format
+    draft_box = None
     if target is not None and source_format == "JPEG" and target[0] * 2 <= original_width:
-        image.draft("RGB", target)
+        drafted = image.draft("RGB", target)
+        if drafted is not None and image.size != (original_width, original_height):
+            # The reduced image rounds the source size up; its box maps back to the exact source area.
+            draft_box = drafted[1]
     try:
         image.load()
     except Exception as exc:  # truncated or corrupt data surfaces only when decoding
@@ -146,8 +152,8 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
 
     image = _to_rgb(image)
     if target is not None:
-        downscale = target[0] < image.width
-        image = image.resize(target, Image.Resampling.BOX if downscale else Image.Resampling.LANCZOS)
+        downscale = target[0] < image.width and draft_box is None
+        image = image.resize(target, Image.Resampling.BOX if downscale else Image.Resampling.LANCZOS, box=draft_box)
     if options.resize_mode is ResizeMode.center_crop and target is not None:
         size = options.image_size
         left, top = (image.width - size) // 2, (image.height - size) // 2

@@ -10,7 +10,7 @@ import grpc
 import structlog
 
 from services.downloader.pool import PoolFormatError, prepare_job
-from services.downloader.resize import MIME_TYPES, ResizeOptions
+from services.downloader.resize import MIME_TYPES
 from services.downloader.stage import DownloadStage, SampleOutcome, download_sample
 from shared import storage
 from shared.bus.base import Bus
@@ -64,13 +64,18 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
         if len(request.urls) > MAX_FETCH_URLS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"at most {MAX_FETCH_URLS} urls per call")
         options = self.stage.options
+        overrides = {}
+        if request.image_size:
+            overrides["image_size"] = request.image_size
+        if request.resize_mode:
+            overrides["resize_mode"] = request.resize_mode
+        if request.encode_format:
+            overrides["encode_format"] = request.encode_format
+            overrides["encode_quality"] = 9 if request.encode_format == "png" else 95
+        if request.encode_quality:
+            overrides["encode_quality"] = request.encode_quality
         try:
-            resize = ResizeOptions(**{
-                **options.resize.__dict__,
-                **({"image_size": request.image_size} if request.image_size else {}),
-                **({"resize_mode": request.resize_mode} if request.resize_mode else {}),
-                **({"encode_format": request.encode_format} if request.encode_format else {}),
-            })
+            resize = replace(options.resize, **overrides)
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         call_options = replace(options, resize=resize)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from shared.bus.base import Message
@@ -101,7 +101,13 @@ class KafkaBusConsumer:
 
     def commit(self, message: Message) -> None:
         partition = TopicPartition(message.topic, message.partition)
-        self._consumer.commit({partition: OffsetAndMetadata(message.offset + 1, "", -1)})
+        try:
+            self._consumer.commit({partition: OffsetAndMetadata(message.offset + 1, "", -1)})
+        except CommitFailedError as exc:
+            # The group rebalanced while the message was processed: its new owner gets it again,
+            # and the stage's completion marker makes that second delivery cheap and harmless.
+            log.warning("commit_failed_after_rebalance", topic=message.topic, partition=message.partition,
+                        offset=message.offset, error=str(exc))
 
     def close(self) -> None:
         self._consumer.close()

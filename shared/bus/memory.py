@@ -57,6 +57,7 @@ class InProcessBus:
 
     def _rebalance(self, group_id: str) -> None:
         members = self._members[group_id]
+        previous = {m.member_id: m._assigned for m in members}
         for member in members:
             member._assigned = {}
         if not members:
@@ -65,7 +66,11 @@ class InProcessBus:
         for i, (topic, partition) in enumerate(slots):
             owner = members[i % len(members)]
             if topic in owner.topics:
-                owner._assigned[(topic, partition)] = self._committed[(group_id, topic, partition)]
+                # A member that keeps a partition keeps its position (cooperative rebalancing);
+                # a partition that moves starts from the group's committed offset.
+                kept = previous[owner.member_id].get((topic, partition))
+                owner._assigned[(topic, partition)] = (
+                    kept if kept is not None else self._committed[(group_id, topic, partition)])
         self._changed.notify_all()
 
     def _leave(self, consumer: InProcessConsumer) -> None:

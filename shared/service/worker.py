@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
-from shared.bus.base import Bus, Message
+from shared.bus.base import Bus, Consumer, Message
 from shared.messages import DeadLetter, PoisonMessage, ShardRef, decode_ref, encode_ref, message_key
 from shared.service.metrics import SHARD_SECONDS, SHARDS
 from shared.shards import ShardFormatError
@@ -53,12 +53,23 @@ class ShardWorker:
         self.retry_backoff_s = retry_backoff_s
         self.stop_event = threading.Event()
         self.processed = 0
+        self._consumer: Consumer | None = None
+
+    def open(self) -> None:
+        """Create the topics and join the consumer group (``run`` does it when not done before).
+
+        Joining every worker of a process before any of them polls avoids a rebalance that
+        would hand an in-flight shard to a second worker.
+        """
+        if self._consumer is None:
+            topics = [self.input_topic, self.dead_letter_topic] + ([self.output_topic] if self.output_topic else [])
+            self.bus.ensure_topics(topics)
+            self._consumer = self.bus.consumer([self.input_topic], self.group_id)
 
     def run(self, idle_exit_s: float | None = None) -> None:
         """Process messages until ``stop()`` (or after ``idle_exit_s`` without any message)."""
-        topics = [self.input_topic] + ([self.output_topic] if self.output_topic else []) + [self.dead_letter_topic]
-        self.bus.ensure_topics(topics)
-        consumer = self.bus.consumer([self.input_topic], self.group_id)
+        self.open()
+        consumer = self._consumer
         log.info("worker_started", stage=self.stage, topic=self.input_topic, group=self.group_id)
         idle_since = time.monotonic()
         try:
@@ -69,12 +80,16 @@ class ShardWorker:
                         break
                     continue
                 for message in messages:
-                    self.process_message(message)
+                    try:
+                        self.process_message(message)
+                    except InterruptedError:
+                        return  # stopping mid-retry: leave the message uncommitted
                     consumer.commit(message)
                     self.processed += 1
                 idle_since = time.monotonic()
         finally:
             consumer.close()
+            self._consumer = None
             log.info("worker_stopped", stage=self.stage, processed=self.processed)
 
     def stop(self) -> None:

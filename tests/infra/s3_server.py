@@ -356,6 +356,39 @@ class S3Server:
             pass
         return name
 
+    def prune_empty_dirs(self, bucket: str, prefix: str = "") -> int:
+        """Remove empty "directories" under ``prefix`` now; returns how many were removed.
+
+        SeaweedFS keeps real directory entries in its filer: after all objects under a
+        prefix are deleted, the prefix still shows up as a CommonPrefix in delimiter
+        listings (so ``s3fs.exists(dir)`` stays True and ``ls(parent)`` still lists it)
+        until its empty-folder cleaner removes it, about 2-2.5 minutes later per level.
+        Deleting the ``dir/`` key removes an empty directory at once (and is a no-op for
+        a non-empty one), so this walks the tree and deletes deepest first.
+        """
+        c = self.client()
+        prefix = prefix.strip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        dirs: list[str] = []
+        stack = [prefix]
+        while stack:
+            p = stack.pop()
+            for page in c.get_paginator("list_objects_v2").paginate(
+                Bucket=bucket, Prefix=p, Delimiter="/"
+            ):
+                for cp in page.get("CommonPrefixes", ()):
+                    dirs.append(cp["Prefix"])
+                    stack.append(cp["Prefix"])
+        if prefix:
+            dirs.append(prefix)  # the prefix itself, if it became empty
+        removed = 0
+        for d in sorted(set(dirs), key=lambda d: d.count("/"), reverse=True):
+            left = c.list_objects_v2(Bucket=bucket, Prefix=d, MaxKeys=2).get("Contents", ())
+            if all(o["Key"] == d for o in left):  # nothing below it (an empty dir may list as itself)
+                c.delete_object(Bucket=bucket, Key=d)
+                removed += 1
+        return removed
+
     def rss_bytes(self) -> int | None:
         """Resident memory of the server process (Linux), or None."""
         if self.proc is None:

@@ -42,6 +42,11 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FSSPEC_", "BOTO_"))}
 
 
+def _files(fs, path: str) -> list[str]:
+    # s3fs.find() returns [path] itself for an existing but empty "directory"
+    return [p for p, info in fs.find(path, detail=True).items() if info["type"] == "file"]
+
+
 def test_binary_found():
     assert find_weed_binary().is_file()
 
@@ -94,7 +99,7 @@ def test_bucket_via_fs(fs):
     assert not fs.exists("winnow-fsmade")
 
 
-def test_write_read_ls_exists_mv_rm(fs):
+def test_write_read_ls_exists_mv_rm(s3, fs):
     base = f"{BUCKET}/basic"
     p = f"{base}/dir/hello.txt"
     with fs.open(p, "wb") as f:
@@ -125,7 +130,25 @@ def test_write_read_ls_exists_mv_rm(fs):
         fs.pipe(f"{base}/tree/sub{i}/f.bin", bytes([i]) * 10)
     assert len(fs.find(f"{base}/tree")) == 3
     fs.rm(f"{base}/tree", recursive=True)
+    assert _files(fs, f"{base}/tree") == []  # empty dirs linger: see the next test
+
+
+def test_empty_dirs_linger_until_pruned(s3, fs):
+    """SeaweedFS quirk: a prefix emptied by deletes stays listed (for ~2.5 min per level)."""
+    base = f"{BUCKET}/linger"
+    for i in range(3):
+        fs.pipe(f"{base}/tree/sub{i}/f.bin", bytes([i]) * 10)
+    fs.pipe(f"{base}/keep", b"k")
+    fs.rm(f"{base}/tree", recursive=True)
+    assert _files(fs, f"{base}/tree") == []  # the objects are gone at once
+    fs.invalidate_cache()
+    # unlike AWS S3 the emptied "directory" is still there for a while
+    assert fs.exists(f"{base}/tree")
+    assert f"{base}/tree" in fs.ls(base)
+    assert s3.prune_empty_dirs(BUCKET, "linger/tree") == 4  # tree/ + 3 subdirs
+    fs.invalidate_cache()
     assert not fs.exists(f"{base}/tree")
+    assert fs.ls(base) == [f"{base}/keep"]
 
 
 def test_multipart_20mb(fs):
@@ -170,14 +193,25 @@ def test_read_after_write_from_other_client(s3, fs):
     fresh = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options)
     assert fresh.ls(d) == [f"{d}/a", f"{d}/b"]  # the server shows it at once
 
-    # the old instance serves the cached listing: stale ls, and exists() is False too
+    # the old instance serves the cached listing: stale ls, exists() is False, and even
+    # reading the new file fails (open() looks the size up in the cached parent listing)
     assert fs.ls(d) == [f"{d}/a"]
     assert not fs.exists(f"{d}/b")
-    # but a direct read does not consult the listing cache
-    assert fs.cat(f"{d}/b") == b"b"
-    fs.invalidate_cache(d)
+    with pytest.raises(FileNotFoundError):
+        fs.cat(f"{d}/b")
+    fs.invalidate_cache(d)  # (or fs.invalidate_cache() for everything)
     assert fs.ls(d) == [f"{d}/a", f"{d}/b"]
     assert fs.exists(f"{d}/b")
+    assert fs.cat(f"{d}/b") == b"b"
+
+    # an instance without a listings cache always sees the server's state
+    nocache = fsspec.filesystem(
+        "s3", skip_instance_cache=True, use_listings_cache=False, **s3.storage_options
+    )
+    assert nocache.ls(d) == [f"{d}/a", f"{d}/b"]
+    s3.client().put_object(Bucket=BUCKET, Key=f"{d.split('/', 1)[1]}/c", Body=b"c")
+    assert nocache.ls(d) == [f"{d}/a", f"{d}/b", f"{d}/c"]
+    assert nocache.cat(f"{d}/c") == b"c"
 
 
 # ------------------------------------------------------------------ environment

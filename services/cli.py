@@ -1,0 +1,104 @@
+"""The ``winnow`` command.
+
+    winnow run POOL --out DIR        the whole pipeline in one process, no servers
+    winnow run --example --out DIR   the same on a built-in pool of real images
+    winnow download ...              img2dataset's command line on winnow's downloader
+    winnow redownload ...            fetch again only the samples that failed transiently
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+
+from services.downloader import cli as downloader_cli
+from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
+from services.downloader.stage import DownloadStage
+from shared.logs import configure_logging
+from shared.shards import ShardFormatError
+from shared.summary import print_stage_summary
+
+
+def _add_run_parser(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run the pipeline in one process (embedded bus, local files)")
+    parser.add_argument("pool", nargs="?", help="pool file or directory (parquet, csv, tsv, json, jsonl, txt)")
+    parser.add_argument("--out", required=True, help="job directory for every stage's shards")
+    parser.add_argument("--example", action="store_true",
+                        help="use the built-in pool of real images, served from 127.0.0.1 for this run")
+    parser.add_argument("--input_format", choices=FORMATS, default="")
+    parser.add_argument("--url_col", default="url")
+    parser.add_argument("--caption_col", default="text")
+    parser.add_argument("--samples_per_shard", type=int, default=10_000)
+    parser.add_argument("--max_samples", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="shards processed at once per stage")
+    parser.add_argument("--no_progress", action="store_true")
+    downloader_cli.add_download_options(parser)
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from services.pipeline import run_pipeline
+
+    if bool(args.pool) == bool(args.example):
+        raise SystemExit("winnow run: give a POOL or --example (not both)")
+    console = Console()
+    if args.example:
+        from services.example import ExampleServer, build_example_pool
+
+        workdir = Path(tempfile.mkdtemp(prefix="winnow-example-"))
+        server = ExampleServer(workdir / "www")
+        (workdir / "www").mkdir(parents=True, exist_ok=True)
+        pool = build_example_pool(workdir, server.base_url)
+        # The example server is on loopback; allow exactly it, for this run only.
+        args.allow_networks = [*args.allow_networks, "127.0.0.1/32"]
+        args.samples_per_shard = min(args.samples_per_shard, 32)
+    else:
+        server, pool = None, args.pool
+    options = downloader_cli.download_options(args)
+    manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
+                           caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
+                           max_samples=args.max_samples)
+    console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
+                  f"-> {manifest.job_root}")
+    stages = [DownloadStage(options)]
+    if server is not None:
+        with server:
+            result = run_pipeline(manifest, stages, workers_per_stage=args.workers,
+                                  show_progress=not args.no_progress, console=console)
+    else:
+        result = run_pipeline(manifest, stages, workers_per_stage=args.workers, show_progress=not args.no_progress,
+                              console=console)
+    print_stage_summary(console, result.totals)
+    for letter in result.dead_letters:
+        console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
+    last = stages[-1].name
+    console.print(f"shards: {manifest.job_root}/{last}/{{{0:08d}..{max(manifest.shard_count - 1, 0):08d}}}.tar")
+    return 1 if result.dead_letters else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log_level", default="WARNING")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(subparsers)
+    downloader_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level, json_format=False)
+    try:
+        return args.func(args)
+    except (PoolFormatError, ShardFormatError, FileNotFoundError, ValueError) as exc:
+        Console(stderr=True).print(f"[red]winnow {args.command}: {exc}")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

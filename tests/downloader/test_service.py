@@ -1,0 +1,99 @@
+"""The downloader's gRPC API, served by the real service shell over the in-process bus."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from services.downloader.server import SERVICE_NAME, downloader_bindings
+from services.downloader.settings import DownloaderSettings
+from services.downloader.stage import DownloadStage
+from shared.bus import InProcessBus
+from shared.proto import downloader_pb2, downloader_pb2_grpc
+from shared.service.runner import StageService
+from shared.shards import read_table
+
+
+@pytest.fixture
+def service(tmp_path):
+    settings = DownloaderSettings(grpc_address="127.0.0.1:0", metrics_port=0, output_uri=str(tmp_path / "jobs"),
+                                  allow_networks=("127.0.0.0/8",), timeout=2, retries=0, thread_count=4,
+                                  samples_per_shard=4, consumer_group="downloader-api-test")
+    stage = DownloadStage(settings.download_options())
+    running = StageService(stage, settings, downloader_bindings(
+        stage, input_topic=settings.input_topic, output_uri=settings.output_uri,
+        samples_per_shard=settings.samples_per_shard), bus=InProcessBus())
+    running.start()
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        yield downloader_pb2_grpc.DownloaderStub(channel), running
+    running.stop(grace=1)
+
+
+def test_submit_a_pool_and_follow_it_to_the_end(service, web, tmp_path):
+    stub, running = service
+    names = web.names()[:6]
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"url": [web.img_url(n) for n in names] + [web.url("/status/404")],
+                             "text": [f"caption {n}" for n in names] + ["gone"]}), pool)
+    reply = stub.SubmitPool(downloader_pb2.SubmitPoolRequest(pool_uri=str(pool)))
+    assert (reply.shard_count, reply.sample_count) == (2, 7)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        progress = stub.GetJob(downloader_pb2.GetJobRequest(job_id=reply.job_id))
+        if progress.done:
+            break
+        time.sleep(0.2)
+    assert progress.done
+    (downloaded,) = [s for s in progress.stages if s.stage == "downloader"]
+    assert (downloaded.shards_done, downloaded.samples, downloaded.kept) == (2, 7, 6)
+    assert dict(downloaded.reasons) == {"http_404": 1}
+    table = pa.concat_tables([read_table(f"{reply.job_root}/downloader/{i:08d}") for i in range(2)])
+    assert table["url"].to_pylist()[:6] == [web.img_url(n) for n in names]
+
+
+def test_fetch_urls_returns_processed_images_and_reasons(service, web):
+    stub, _ = service
+    good = web.img_url(web.names()[0])
+    reply = stub.FetchUrls(downloader_pb2.FetchUrlsRequest(
+        urls=[good, web.url("/optout/noai/" + web.names()[0]), "http://169.254.169.254/latest/meta-data"],
+        image_size=64, encode_format="png"))
+    ok, opted_out, blocked = reply.images
+    assert ok.status == "success" and ok.mime_type == "image/png" and max(ok.width, ok.height) == 64
+    assert ok.image.startswith(b"\x89PNG") and len(ok.sha256) == 64
+    assert (opted_out.status, opted_out.reason) == ("failed_to_download", "opt_out")
+    assert (blocked.status, blocked.reason) == ("failed_to_download", "blocked_address")
+
+
+def test_bad_requests_get_clear_status_codes(service, tmp_path):
+    stub, _ = service
+    with pytest.raises(grpc.RpcError) as missing:
+        stub.SubmitPool(downloader_pb2.SubmitPoolRequest(pool_uri=str(tmp_path / "nope.parquet")))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+    bad = tmp_path / "bad.csv"
+    bad.write_text("link,caption\nhttp://x/y,z\n")
+    with pytest.raises(grpc.RpcError) as no_column:
+        stub.SubmitPool(downloader_pb2.SubmitPoolRequest(pool_uri=str(bad)))
+    assert no_column.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "no url column" in no_column.value.details()
+    with pytest.raises(grpc.RpcError) as too_many:
+        stub.FetchUrls(downloader_pb2.FetchUrlsRequest(urls=["http://x/"] * 65))
+    assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as bad_mode:
+        stub.FetchUrls(downloader_pb2.FetchUrlsRequest(urls=["http://x/"], resize_mode="stretch"))
+    assert bad_mode.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.GetJob(downloader_pb2.GetJobRequest(job_id="no-such-job"))
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_service_reports_serving_only_once_set_up(service):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    _, running = service
+    with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status
+    assert status == health_pb2.HealthCheckResponse.SERVING

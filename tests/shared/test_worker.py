@@ -1,0 +1,124 @@
+"""The worker loop: downstream message before the commit, retries, dead letters, poison messages."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from shared.bus import InProcessBus
+from shared.bus.kafka import KafkaBus
+from shared.messages import DeadLetter, decode_ref, encode_ref, make_ref
+from shared.service.worker import ShardWorker
+from shared.shards import ShardFormatError
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
+def bus(request):
+    bus = (InProcessBus() if request.param == "memory"
+           else KafkaBus(request.getfixturevalue("kafka_bootstrap"), client_id="test-worker"))
+    yield bus
+    bus.close()
+
+
+def _ref(shard_id: int, attempt: int = 0):
+    return make_ref(job_id="job", shard_id=shard_id, stage="pool", uri=f"/tmp/none/{shard_id:08d}",
+                    sample_count=1, job_root="/tmp/none", attempt=attempt)
+
+
+def _collect(bus, topic: str, group: str, expected: int, timeout: float = 30.0) -> list:
+    consumer = bus.consumer([topic], group)
+    got, deadline = [], time.monotonic() + timeout
+    while len(got) < expected and time.monotonic() < deadline:
+        got += consumer.poll(timeout=0.5, max_messages=50)
+    consumer.close()
+    return got
+
+
+def _run_until(worker: ShardWorker, condition, timeout: float = 30.0) -> None:
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker.stop()
+    thread.join(timeout=15)
+    assert condition(), "worker did not get there in time"
+
+
+def test_each_shard_is_processed_and_published_downstream(bus, unique):
+    source, sink = f"in-{unique}", f"out-{unique}"
+    bus.ensure_topics([source, sink])
+    for shard_id in range(5):
+        bus.send(source, str(shard_id), encode_ref(_ref(shard_id)))
+    seen = []
+
+    def handle(ref):
+        seen.append(ref.shard_id)
+        out = make_ref(job_id=ref.job_id, shard_id=ref.shard_id, stage="next", uri=ref.uri + "-next",
+                       sample_count=1, job_root=ref.job_root)
+        return out
+
+    worker = ShardWorker(bus, handle, stage="next", input_topic=source, output_topic=sink, group_id=f"g-{unique}")
+    _run_until(worker, lambda: len(seen) == 5)
+    published = _collect(bus, sink, f"check-{unique}", 5)
+    assert sorted(decode_ref(m.value).shard_id for m in published) == [0, 1, 2, 3, 4]
+    assert all(decode_ref(m.value).stage == "next" for m in published)
+    # Everything was committed: a new worker in the same group finds nothing to do.
+    again = []
+    worker2 = ShardWorker(bus, lambda ref: again.append(ref), stage="next", input_topic=source, output_topic=None,
+                          group_id=f"g-{unique}")
+    thread = threading.Thread(target=worker2.run, kwargs={"idle_exit_s": 3}, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert again == []
+
+
+def test_a_failing_shard_is_retried_then_dead_lettered_and_the_others_go_on(bus, unique):
+    source = f"in-{unique}"
+    bus.ensure_topics([source])
+    for shard_id in range(3):
+        bus.send(source, str(shard_id), encode_ref(_ref(shard_id)))
+    attempts: dict[int, list[int]] = {}
+
+    def handle(ref):
+        attempts.setdefault(ref.shard_id, []).append(ref.attempt)
+        if ref.shard_id == 1:
+            raise RuntimeError("storage is on fire")
+        return None
+
+    worker = ShardWorker(bus, handle, stage="s", input_topic=source, output_topic=None, group_id=f"g-{unique}",
+                         max_attempts=3, retry_backoff_s=0.05)
+    _run_until(worker, lambda: len(attempts.get(1, [])) == 3 and 0 in attempts and 2 in attempts)
+    assert attempts[1] == [0, 1, 2]
+    assert attempts[0] == [0] and attempts[2] == [0]
+    letters = [DeadLetter.FromString(m.value) for m in _collect(bus, f"{source}.dlq", f"dlq-{unique}", 1)]
+    assert len(letters) == 1
+    assert letters[0].ref.shard_id == 1 and letters[0].stage == "s"
+    assert "storage is on fire" in letters[0].error and letters[0].error_type == "RuntimeError"
+
+
+def test_bad_input_is_dead_lettered_at_once(bus, unique):
+    source = f"in-{unique}"
+    bus.ensure_topics([source])
+    bus.send(source, "poison", b"\xff\x00 not a protobuf at all")
+    future = _ref(7)
+    future.schema_version = 99
+    bus.send(source, "future", encode_ref(future))
+    bus.send(source, "corrupt", encode_ref(_ref(8)))
+    calls = []
+
+    def handle(ref):
+        calls.append(ref.shard_id)
+        raise ShardFormatError("unreadable shard parquet")
+
+    worker = ShardWorker(bus, handle, stage="s", input_topic=source, output_topic=None, group_id=f"g-{unique}",
+                         max_attempts=5, retry_backoff_s=0.05)
+    _run_until(worker, lambda: worker.processed == 3)
+    assert calls == [8], "a permanent error is not retried"
+    letters = [DeadLetter.FromString(m.value) for m in _collect(bus, f"{source}.dlq", f"dlq-{unique}", 3)]
+    assert len(letters) == 3
+    assert {letter.error_type for letter in letters} == {"PoisonMessage", "ShardFormatError"}
+    assert any(letter.raw_value.startswith(b"\xff\x00") for letter in letters)
+    assert any("schema version 99" in letter.error for letter in letters)
