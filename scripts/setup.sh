@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up winnow in ./.venv from the lock file (idempotent, fast when nothing changed).
+#
+#   bash scripts/setup.sh          the project and its runtime dependencies
+#   bash scripts/setup.sh --test   also what the tests need: Debian's real images, the Kafka jars
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=false
+[ "${1:-}" = "--test" ] && want_test=true
+
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --user "uv==0.13.9" || python3 -m pip install --quiet "uv==0.13.9"
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+
+# uv keeps one cache per machine and hard-links from it, so a fresh venv (a CI clone) costs
+# seconds once the large wheels (torch) have been downloaded one time.
+[ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
+uv pip sync --quiet --python .venv/bin/python requirements.lock
+uv pip install --quiet --python .venv/bin/python --no-deps -e .
+.venv/bin/python -m shared.protogen
+
+if $want_test; then
+  # Real images for the tests (Debian openclipart-png; scikit-image's ship in its wheel).
+  if [ ! -d /usr/share/openclipart/png ]; then
+    sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png >/dev/null
+  fi
+  # Apache Kafka's jars from Maven Central (cached in ~/.cache/winnow).
+  .venv/bin/python -m tests.infra.kafka_broker --fetch >/dev/null
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set up everything the tests need, then run them all (pass pytest options through, e.g. -m "not slow").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+.venv/bin/python -m shared.protogen --check
+exec .venv/bin/python -m pytest "$@"

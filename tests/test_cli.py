@@ -1,0 +1,95 @@
+"""The ``winnow`` command as a user runs it: download, resume, redownload, run, S3 output, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from shared.shards import read_table
+
+REPO = Path(__file__).resolve().parents[1]
+WINNOW = [sys.executable, "-m", "services.cli"]
+
+
+def winnow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*WINNOW, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def _stats(folder: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((folder / "downloader").glob("*_stats.json"))]
+
+
+def test_download_then_resume_then_redownload_only_the_failed(web, tmp_path, unique):
+    names = web.names()[:5]
+    urls = [web.img_url(n) for n in names] + [web.url(f"/flaky503/{unique}/{names[0]}"), web.url("/status/404")]
+    pool = tmp_path / "pool.csv"
+    pool.write_text("link,caption\n" + "".join(f"{u},caption {i}\n" for i, u in enumerate(urls)))
+    out = tmp_path / "out"
+    common = ["--output_folder", str(out), "--allow_networks", "127.0.0.0/8", "--retries", "0",
+              "--disable_progress"]
+    first = winnow("download", "--url_list", str(pool), "--input_format", "csv", "--url_col", "link",
+                   "--caption_col", "caption", "--number_sample_per_shard", "4", "--image_size", "128",
+                   "--resize_mode", "center_crop", *common)
+    assert first.returncode == 0, first.stderr
+    assert "http_503: 1" in first.stdout and "http_404: 1" in first.stdout
+    assert [s["successes"] for s in _stats(out)] == [4, 1]
+    table = pa.concat_tables([read_table(str(out / "downloader" / f"{i:08d}")) for i in range(2)])
+    assert set(zip(table["width"].to_pylist(), table["height"].to_pylist())) - {(None, None)} == {(128, 128)}
+
+    hits = sum(web.hits.values())
+    again = winnow("download", "--url_list", str(pool), "--input_format", "csv", "--url_col", "link",
+                   "--caption_col", "caption", "--number_sample_per_shard", "4", *common)
+    assert again.returncode == 0, again.stderr
+    assert sum(web.hits.values()) == hits, "a finished job is not downloaded again"
+
+    retry = winnow("redownload", "--output_folder", str(out), "--allow_networks", "127.0.0.0/8",
+                   "--image_size", "128", "--resize_mode", "center_crop")
+    assert retry.returncode == 0, retry.stderr
+    assert "retried 1 samples in 1 shards: 1 recovered" in retry.stdout
+    assert [s["successes"] for s in _stats(out)] == [4, 2]
+    assert web.hits[f"/status/404"] == 1, "a 404 is final and not retried"
+    ledger = read_table(str(out / "downloader" / "00000001"))
+    assert ledger["status"].to_pylist() == ["success", "success", "failed_to_download"]
+
+
+def test_run_on_the_built_in_example(tmp_path):
+    result = winnow("run", "--example", "--out", str(tmp_path / "run"), "--no_progress")
+    assert result.returncode == 0, result.stderr
+    assert "downloader" in result.stdout and "blocked_address: 1" in result.stdout
+    stats = _stats(tmp_path / "run")
+    assert sum(s["successes"] for s in stats) >= 8
+    assert sum(s["count"] for s in stats) - sum(s["successes"] for s in stats) == 3
+
+
+@pytest.mark.s3
+def test_download_straight_to_s3(web, s3_server, s3_bucket, tmp_path):
+    import fsspec
+
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"url": [web.img_url(n) for n in web.names()[:3]], "text": ["a", "b", "c"]}), pool)
+    result = winnow("download", "--url_list", str(pool), "--output_folder", f"{s3_bucket}/job",
+                    "--allow_networks", "127.0.0.0/8", "--disable_progress", env=s3_server.env)
+    assert result.returncode == 0, result.stderr
+    fs = fsspec.filesystem("s3", **s3_server.storage_options)
+    listed = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/job/downloader"))
+    assert listed == ["00000000.parquet", "00000000.tar", "00000000_stats.json"]
+    assert read_table(f"{s3_bucket}/job/downloader/00000000")["status"].to_pylist() == ["success"] * 3
+
+
+def test_bad_input_gets_a_clear_error(tmp_path):
+    missing = winnow("download", "--url_list", str(tmp_path / "nope.parquet"), "--output_folder", str(tmp_path / "o"))
+    assert missing.returncode == 2
+    assert "no pool at" in missing.stderr
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 this is not really parquet")
+    bad = winnow("download", "--url_list", str(broken), "--output_folder", str(tmp_path / "o2"))
+    assert bad.returncode == 2
+    assert "cannot read" in bad.stderr
