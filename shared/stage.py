@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 from shared import storage
 from shared.messages import ShardRef, make_ref
+from shared.service.metrics import record_shard_stats
 from shared.shards import ShardStats, is_complete, read_stats, shard_prefix
 
 
@@ -31,7 +32,11 @@ class Stage(ABC):
     def process(self, ref: ShardRef) -> ShardRef:
         """Process one shard, or return the finished one when its completion marker exists."""
         prefix = self.output_prefix(ref)
-        stats = read_stats(prefix) if is_complete(prefix) else self.process_shard(ref, prefix)
+        if is_complete(prefix):
+            stats = read_stats(prefix)
+        else:
+            stats = self.process_shard(ref, prefix)
+            record_shard_stats(stats)
         return make_ref(job_id=ref.job_id, shard_id=ref.shard_id, stage=self.name, uri=prefix,
                         sample_count=stats.count, job_root=ref.job_root, shard_count=ref.shard_count)
 

@@ -17,9 +17,6 @@ from enum import Enum
 
 from PIL import Image, UnidentifiedImageError
 
-# Our own pixel cap is checked before decoding; PIL's warning would only duplicate it.
-Image.MAX_IMAGE_PIXELS = None
-
 
 class ResizeMode(str, Enum):
     no = "no"
@@ -111,6 +108,8 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
             image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise ResizeError("not_an_image", "the bytes are not an image PIL can identify") from exc
+    except Image.DecompressionBombError as exc:
+        raise ResizeError("decompression_bomb", str(exc)) from exc
     except Exception as exc:
         raise ResizeError("decode_error", f"cannot open image: {exc}") from exc
     original_width, original_height = image.size

@@ -40,11 +40,12 @@ class StageService:
             max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s,
         ) if settings.input_topic else None
         self._worker_thread: threading.Thread | None = None
+        self._metrics_server = None
         self._stopped = threading.Event()
 
     def start(self) -> None:
         self.server.start()
-        serve_metrics(self.settings.metrics_port)
+        self._metrics_server = serve_metrics(self.settings.metrics_port)
         log.info("service_starting", service=self.settings.service_name, grpc_port=self.port)
         self.stage.setup()
         set_serving(self.health, [b.full_name for b in self.bindings])
@@ -72,6 +73,9 @@ class StageService:
             if self._worker_thread is not None and self._worker_thread is not threading.current_thread():
                 self._worker_thread.join(timeout=grace * 6)
         self.server.stop(grace).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
         self.stage.teardown()
         self.bus.close()
 

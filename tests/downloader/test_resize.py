@@ -15,6 +15,7 @@ from PIL import Image
 
 from services.downloader.resize import ResizeError, ResizeMode, ResizeOptions, resize_image
 from tests.infra.image_server import NOT_IMAGE_BODY, bomb_png_bytes
+from tests.infra.images import openclipart_images
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,6 +109,33 @@ def test_alpha_is_matted_on_white(sample_images):
     assert out.shape == rgba.shape[:2] + (3,)
     assert (out[transparent] == 255).all()
     assert (out[opaque] == rgba[opaque][:, :3]).all()
+
+
+def _palette_png_with_transparency() -> bytes:
+    for path in openclipart_images(limit=400):
+        with Image.open(path) as image:
+            if image.mode == "P" and "transparency" in image.info and min(image.size) >= 100:
+                return path.read_bytes()
+    pytest.skip("openclipart-png is not installed: no palette image with transparency")
+
+
+def _gray_alpha_png(sample_images) -> bytes:
+    buffer = io.BytesIO()
+    with Image.open(sample_images.alpha_png) as image:
+        image.convert("LA").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["P", "LA"])
+def test_other_kinds_of_transparency_are_matted_on_white(sample_images, kind):
+    data = _palette_png_with_transparency() if kind == "P" else _gray_alpha_png(sample_images)
+    with Image.open(io.BytesIO(data)) as source:
+        assert source.mode == kind
+        alpha = np.asarray(source.convert("RGBA"))[..., 3]
+    options = ResizeOptions(resize_mode=ResizeMode.no, encode_format="png", encode_quality=1)
+    out = np.asarray(decode(resize_image(data, options).data))
+    assert (alpha == 0).sum() > 1000
+    assert (out[alpha == 0] == 255).all()
 
 
 def test_grayscale_comes_out_as_rgb(sample_images):

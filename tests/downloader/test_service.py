@@ -18,9 +18,22 @@ from shared.service.runner import StageService
 from shared.shards import read_table
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    return _free_port()
+
+
 @pytest.fixture
-def service(tmp_path):
-    settings = DownloaderSettings(grpc_address="127.0.0.1:0", metrics_port=0, output_uri=str(tmp_path / "jobs"),
+def service(tmp_path, metrics_port):
+    settings = DownloaderSettings(grpc_address="127.0.0.1:0", metrics_port=metrics_port, output_uri=str(tmp_path / "jobs"),
                                   allow_networks=("127.0.0.0/8",), timeout=2, retries=0, thread_count=4,
                                   samples_per_shard=4, consumer_group="downloader-api-test")
     stage = DownloadStage(settings.download_options())
@@ -53,6 +66,12 @@ def test_submit_a_pool_and_follow_it_to_the_end(service, web, tmp_path):
     assert dict(downloaded.reasons) == {"http_404": 1}
     table = pa.concat_tables([read_table(f"{reply.job_root}/downloader/{i:08d}") for i in range(2)])
     assert table["url"].to_pylist()[:6] == [web.img_url(n) for n in names]
+    # Prometheus sees the same counts.
+    import urllib.request
+
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{running.settings.metrics_port}/metrics").read().decode()
+    assert 'winnow_samples_total{reason="http_404",stage="downloader",status="not_kept"}' in metrics
+    assert 'winnow_shards_total{outcome="done",stage="downloader"}' in metrics
 
 
 def test_fetch_urls_returns_processed_images_and_reasons(service, web):

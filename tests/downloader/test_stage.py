@@ -17,7 +17,6 @@ import pytest
 import webdataset
 from PIL import Image
 
-from services.downloader.fetch import HttpFetcher
 from services.downloader.pool import prepare_job
 from services.downloader.resize import ResizeOptions
 from services.downloader.stage import DownloadOptions, DownloadStage, download_sample

@@ -45,6 +45,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 DEFAULT_REGION = "us-east-1"
+# what weed logs when one of the chosen ports was taken meanwhile (start is then retried)
+_PORT_IN_USE = ("address already in use", "Port allocation failed", "is not available")
 
 
 class S3ServerError(RuntimeError):
@@ -97,12 +99,14 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-def _tail(path: Path, n: int = 60) -> str:
+def _tail(path: Path, n: int = 60, after: str | None = None) -> str:
     try:
-        lines = path.read_text(errors="replace").splitlines()
+        text = path.read_text(errors="replace")
     except OSError:
         return "<no log>"
-    return "\n".join(lines[-n:])
+    if after and after in text:  # only the part written since the last marker
+        text = text[text.rindex(after) :]
+    return "\n".join(text.splitlines()[-n:])
 
 
 class S3Server:
@@ -227,6 +231,7 @@ class S3Server:
             "-admin.ui=false",
             "-master.telemetry=false",
             f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
+            "-volume.preStopSeconds=0",  # faster stop
         ]
 
     def _child_env(self) -> dict[str, str]:
@@ -265,7 +270,7 @@ class S3Server:
                 last_err = e
                 retry = (
                     isinstance(e, S3ServerError)
-                    and "address already in use" in str(e)
+                    and any(m in str(e) for m in _PORT_IN_USE)
                     and time.monotonic() < deadline
                 )
                 if not retry:
@@ -310,7 +315,7 @@ class S3Server:
         log.info("SeaweedFS S3 up at %s in %.2fs", self.endpoint_url, self.start_seconds)
 
     def _fail(self, msg: str) -> S3ServerError:
-        logs = _tail(self.log_path)
+        logs = _tail(self.log_path, after="\n=== ")
         glogs = ""
         for f in sorted((self.workdir / "logs").glob("weed.*.log.*")):
             if f.name.split(".log.")[1].startswith(("ERROR", "WARNING")):
@@ -319,6 +324,7 @@ class S3Server:
 
     def _wait_ready(self, deadline: float) -> None:
         assert self.proc is not None
+        probe = self._make_client(read_timeout=3)
         delay = 0.05
         last: Exception | None = None
         while True:
@@ -326,7 +332,7 @@ class S3Server:
             if rc is not None:
                 raise self._fail(f"weed exited with code {rc} during start-up")
             try:
-                self.client().list_buckets()
+                probe.list_buckets()
                 return
             except Exception as e:  # connection refused, 5xx, auth not loaded yet, ...
                 last = e
@@ -338,24 +344,26 @@ class S3Server:
     def client(self):
         """A synchronous botocore S3 client for this server (cached)."""
         if self._client is None:
-            import botocore.session
-            from botocore.config import Config
-
-            sess = botocore.session.get_session()
-            self._client = sess.create_client(
-                "s3",
-                endpoint_url=self.endpoint_url,
-                region_name=self.region,
-                aws_access_key_id=self.access_key,
-                aws_secret_access_key=self.secret_key,
-                config=Config(
-                    connect_timeout=2,
-                    read_timeout=30,
-                    retries={"max_attempts": 1},
-                    s3={"addressing_style": "path"},
-                ),
-            )
+            self._client = self._make_client()
         return self._client
+
+    def _make_client(self, read_timeout: float = 60):
+        import botocore.session
+        from botocore.config import Config
+
+        return botocore.session.get_session().create_client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            config=Config(
+                connect_timeout=2,
+                read_timeout=read_timeout,
+                retries={"max_attempts": 1},
+                s3={"addressing_style": "path"},
+            ),
+        )
 
     def make_bucket(self, name: str) -> str:
         """Create bucket ``name`` (no error if it exists already); returns ``name``."""
