@@ -1,0 +1,1 @@
+"""Model interfaces and their implementations: the same classes run in-process and inside Triton."""
