@@ -50,6 +50,8 @@ def makedirs(uri: str) -> None:
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
+    # Another process may have written it since this filesystem last listed the folder.
+    fs.invalidate_cache(posixpath.dirname(path))
     return fs.cat_file(path)
 
 

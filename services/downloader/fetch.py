@@ -17,6 +17,7 @@ import email.utils
 import ipaddress
 import http.client
 import random
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -96,16 +97,31 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+def _refusals_before_connect(policy: AddressPolicy, host: str, port: int) -> list[str]:
+    """Why each address of ``host`` is refused, when all of them are; empty when any is allowed."""
+    if _is_ip_literal(host):
+        addresses = [host]
+    else:
+        try:
+            addresses = sorted({info[4][0] for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)})
+        except (socket.gaierror, UnicodeError):
+            return []  # let the connection report the resolution error
+    refusals = [policy.refusal(address) for address in addresses]
+    return refusals if refusals and all(refusals) else []
+
+
 def _guarded_pool_classes(policy: AddressPolicy) -> dict[str, type]:
     """Connection pools whose sockets are checked against ``policy`` before any byte is sent."""
 
     def guarded(base: type) -> type:
         class GuardedConnection(base):
             def _new_conn(self):
-                literal = self._dns_host.strip("[]")
-                if _is_ip_literal(literal) and policy.refusal(literal) is not None:
-                    # Refuse before connecting: an unroutable address would only time out.
-                    raise BlockedAddressError(f"refused to connect to {self.host}: {policy.refusal(literal)}")
+                # Refuse before connecting when every address the name resolves to is refused
+                # (an unroutable address would only time out); the peer check below still
+                # guards against a resolver that answers differently the second time.
+                refusals = _refusals_before_connect(policy, self._dns_host.strip("[]"), self.port)
+                if refusals:
+                    raise BlockedAddressError(f"refused to connect to {self.host}: {refusals[0]}")
                 sock = super()._new_conn()
                 peer = sock.getpeername()[0]
                 reason = policy.refusal(peer)

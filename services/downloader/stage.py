@@ -95,8 +95,10 @@ def ledger_row(row: dict[str, Any], key: str, outcome: SampleOutcome) -> dict[st
         "dropped_by": None,
         "width": outcome.width,
         "height": outcome.height,
-        "original_width": outcome.original_width,
-        "original_height": outcome.original_height,
+        # A failed sample keeps the sizes the pool declared, if any (DataComp pools have them).
+        "original_width": outcome.original_width if outcome.original_width is not None else row.get("original_width"),
+        "original_height": (outcome.original_height if outcome.original_height is not None
+                            else row.get("original_height")),
         "sha256": outcome.sha256 or row.get("sha256"),
     }
 
