@@ -216,6 +216,17 @@ class ShardWriter:
         self._rows.append(dict(row))
         self.stats.record(status, row.get("reason"))
 
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The ledger rows written so far, in order."""
+        return self._rows
+
+    def carry(self, row: Mapping[str, Any]) -> None:
+        """Keep a row that an earlier stage already failed or dropped; this stage's stats skip it."""
+        if row.get("status") == SUCCESS:
+            raise ValueError(f"{row.get('key')} is a kept sample: add() it with its files, or drop it")
+        self._rows.append(dict(row))
+
     def _table(self) -> pa.Table:
         extra_names = [n for n in dict.fromkeys(k for r in self._rows for k in r) if n not in CORE_SCHEMA.names]
         fields = list(CORE_SCHEMA)
@@ -231,8 +242,9 @@ class ShardWriter:
         columns = {f.name: [r.get(f.name) for r in self._rows] for f in schema}
         return pa.Table.from_pydict(columns, schema=schema)
 
-    def close(self, **extra_stats: Any) -> ShardStats:
-        """Move tar and parquet into place, then write ``_stats.json`` last."""
+    def close(self, sidecars: Mapping[str, bytes] | None = None, **extra_stats: Any) -> ShardStats:
+        """Move tar, parquet and any sidecar files (extension -> bytes, e.g. ``npz``) into
+        place, then write ``_stats.json`` last."""
         if self._closed:
             raise RuntimeError("shard writer already closed")
         self._closed = True
@@ -242,6 +254,8 @@ class ShardWriter:
             buffer = io.BytesIO()
             pq.write_table(self._table(), buffer, compression="zstd")
             storage.write_bytes(f"{self.prefix}.parquet", buffer.getvalue())
+            for extension, data in (sidecars or {}).items():
+                storage.write_bytes(f"{self.prefix}.{extension}", data)
             self.stats.end_time = time.time()
             self.stats.extra.update(extra_stats)
             storage.write_text(stats_uri(self.prefix), json.dumps(self.stats.to_json(), indent=1, default=str))

@@ -1,0 +1,64 @@
+"""The embed stage: CLIP image and text embeddings per sample, and DataComp's CLIP scores.
+
+For every configured model key (DataComp's ``b32`` and ``l14``) the shard gains a
+``{shard:08d}.npz`` sidecar with ``{key}_img`` and ``{key}_txt`` (L2-normalised, float16 as in
+DataComp, one row per ledger row in parquet order; rows of samples that are not kept are zeros)
+and a ``clip_{key}_similarity_score`` column: the cosine of the image and text embeddings.
+Embedding drops nothing.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from shared.curation import Sample, SampleStage, Verdict
+from shared.models.base import ClipEncoder
+
+
+class EmbedStage(SampleStage):
+    name = "embed"
+
+    def __init__(self, encoders: dict[str, Callable[[], ClipEncoder]], batch_size: int = 64) -> None:
+        if not encoders:
+            raise ValueError("the embed stage needs at least one CLIP model (e.g. b32, l14)")
+        self._factories = dict(encoders)
+        self.encoders: dict[str, ClipEncoder] = {}
+        self.batch_size = batch_size
+
+    def setup(self) -> None:
+        if not self.encoders:
+            self.encoders = {key: make() for key, make in self._factories.items()}
+
+    def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
+        self.setup()
+        images = [s.image for s in samples]
+        texts = [s.text for s in samples]
+        embeddings = shard.setdefault("embeddings", {})
+        columns: list[dict[str, Any]] = [{} for _ in samples]
+        for key, encoder in self.encoders.items():
+            image_features = encoder.embed_images(images)
+            text_features = encoder.embed_texts(texts)
+            scores = np.sum(image_features * text_features, axis=1)
+            for index, sample in enumerate(samples):
+                embeddings[(key, sample.row["key"])] = (image_features[index], text_features[index])
+                columns[index][f"clip_{key}_similarity_score"] = float(scores[index])
+        return [Verdict(True, columns=c) for c in columns]
+
+    def sidecars(self, rows: list[dict[str, Any]], shard: dict[str, Any]) -> dict[str, bytes]:
+        embeddings = shard.get("embeddings", {})
+        arrays = {}
+        for key, encoder in self.encoders.items():
+            image = np.zeros((len(rows), encoder.dim), np.float16)
+            text = np.zeros((len(rows), encoder.dim), np.float16)
+            for index, row in enumerate(rows):
+                pair = embeddings.get((key, row["key"]))
+                if pair is not None:
+                    image[index], text[index] = pair
+            arrays[f"{key}_img"], arrays[f"{key}_txt"] = image, text
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return {"npz": buffer.getvalue()}

@@ -1,0 +1,58 @@
+"""The safety stage: drop samples with a toxic caption or an unsafe image, keeping the scores.
+
+DataComp's pool went through Detoxify on captions and an NSFW classifier on images; winnow
+records both scores for every sample (``toxicity_score``, ``nsfw_score``) and drops a sample
+whose score reaches the stage's threshold (``>=``), with reason ``toxic_caption`` or ``nsfw_image``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shared.curation import Sample, SampleStage, Verdict
+from shared.models.base import ImageNSFW, TextToxicity
+
+
+@dataclass(frozen=True)
+class SafetyOptions:
+    toxicity_threshold: float = 0.5
+    nsfw_threshold: float = 0.5
+    batch_size: int = 64
+
+
+class SafetyStage(SampleStage):
+    name = "safety"
+
+    def __init__(self, toxicity: Callable[[], TextToxicity], nsfw: Callable[[], ImageNSFW],
+                 options: SafetyOptions | None = None) -> None:
+        self.options = options or SafetyOptions()
+        self.batch_size = self.options.batch_size
+        self._make_toxicity, self._make_nsfw = toxicity, nsfw
+        self.toxicity: TextToxicity | None = None
+        self.nsfw: ImageNSFW | None = None
+
+    def setup(self) -> None:
+        if self.toxicity is None:
+            self.toxicity = self._make_toxicity()
+            self.nsfw = self._make_nsfw()
+
+    def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
+        self.setup()
+        toxicity = np.asarray(self.toxicity.score([s.text for s in samples]), np.float32)
+        nsfw = np.asarray(self.nsfw.score([s.image for s in samples]), np.float32)
+        verdicts = []
+        for tox, unsafe in zip(toxicity.tolist(), nsfw.tolist()):
+            columns = {"toxicity_score": tox, "nsfw_score": unsafe}
+            if tox >= self.options.toxicity_threshold:
+                verdicts.append(Verdict(False, "toxic_caption", f"toxicity {tox:.3f} >= "
+                                        f"{self.options.toxicity_threshold} ({self.toxicity.name})", columns))
+            elif unsafe >= self.options.nsfw_threshold:
+                verdicts.append(Verdict(False, "nsfw_image", f"nsfw {unsafe:.3f} >= "
+                                        f"{self.options.nsfw_threshold} ({self.nsfw.name})", columns))
+            else:
+                verdicts.append(Verdict(True, columns=columns))
+        return verdicts

@@ -1,0 +1,131 @@
+"""Stages that judge each kept sample of a shard: keep it (perhaps changed) or drop it, with a reason.
+
+A ``SampleStage`` reads the previous stage's shard (ledger + tar) in order, hands the kept
+samples to ``judge`` in batches, and writes a new shard: kept samples (with any new columns and
+replaced image) into the tar, dropped ones as ledger rows with ``status=dropped``, the reason
+and the scores that decided it. Rows an earlier stage already failed or dropped are carried
+along unchanged, so the last ledger answers "why is this sample gone?" for every uid.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from abc import abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from shared.messages import ShardRef
+from shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ShardFormatError, ShardStats, ShardWriter,
+                           iter_tar_samples, read_table)
+from shared.stage import Stage
+
+
+@dataclass
+class Sample:
+    """A kept sample on its way through a stage: its ledger row and its tar members."""
+
+    row: dict[str, Any]
+    files: dict[str, bytes]
+
+    @property
+    def image_extension(self) -> str:
+        for extension in IMAGE_EXTENSIONS:
+            if extension in self.files:
+                return extension
+        raise ShardFormatError(f"sample {self.row.get('key')} has no image in the tar")
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """The image as uint8 RGB (H, W, 3)."""
+        with Image.open(io.BytesIO(self.files[self.image_extension])) as image:
+            return np.asarray(image.convert("RGB"))
+
+    @property
+    def text(self) -> str:
+        return self.row.get("text") or ""
+
+
+@dataclass
+class Verdict:
+    """What a stage decided for one sample."""
+
+    keep: bool
+    reason: str | None = None  # machine-readable, for dropped samples
+    message: str | None = None
+    columns: dict[str, Any] = field(default_factory=dict)  # scores and other new ledger columns
+    image: bytes | None = None  # a replacement image in the sample's format (e.g. blurred)
+
+
+def iter_samples(ref: ShardRef) -> Iterator[tuple[dict[str, Any], dict[str, bytes] | None]]:
+    """Every ledger row of the shard in order, with its tar members when it is a kept sample."""
+    rows = read_table(ref.uri).to_pylist()
+    members = iter_tar_samples(ref.uri)
+    for row in rows:
+        if row["status"] != SUCCESS:
+            yield row, None
+            continue
+        key, files = next(members, (None, None))
+        if key != row["key"]:
+            raise ShardFormatError(f"{ref.uri}.tar is out of step with its parquet at key {row['key']} (found {key})")
+        yield row, files
+
+
+class SampleStage(Stage):
+    """Subclasses implement ``judge(samples) -> verdicts`` and may add sidecar files."""
+
+    batch_size: int = 64
+
+    @abstractmethod
+    def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
+        """One verdict per sample, in order. ``shard`` is scratch state for this shard alone
+        (a stage object may work on several shards at once)."""
+
+    def sidecars(self, rows: list[dict[str, Any]], shard: dict[str, Any]) -> dict[str, bytes]:
+        """Extra files for the finished shard (extension -> bytes); rows are the whole ledger."""
+        return {}
+
+    def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
+        writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
+                             extra_schema=read_table(ref.uri).schema)
+        try:
+            shard: dict[str, Any] = {"ref": ref}
+            pending: list[tuple[dict[str, Any], dict[str, bytes] | None]] = []
+            kept_in_batch = 0
+            for row, files in iter_samples(ref):
+                pending.append((row, files))
+                kept_in_batch += files is not None
+                if kept_in_batch >= self.batch_size:
+                    self._flush(pending, writer, shard)
+                    pending, kept_in_batch = [], 0
+            self._flush(pending, writer, shard)
+            return writer.close(sidecars=self.sidecars(writer.rows, shard))
+        except BaseException:
+            writer.abort()
+            raise
+
+    def _flush(self, pending: list[tuple[dict[str, Any], dict[str, bytes] | None]], writer: ShardWriter,
+               shard: dict[str, Any]) -> None:
+        samples = [Sample(row, files) for row, files in pending if files is not None]
+        verdicts = iter(self.judge(samples, shard) if samples else [])
+        for row, files in pending:
+            if files is None:
+                writer.carry(row)
+                continue
+            verdict = next(verdicts)
+            updated = {**row, **verdict.columns}
+            if verdict.keep:
+                files = dict(files)
+                if verdict.image is not None:
+                    files[Sample(row, files).image_extension] = verdict.image
+                if "json" in files:
+                    files["json"] = json.dumps(updated, default=str, ensure_ascii=False, sort_keys=True).encode()
+                writer.add(updated, files)
+            else:
+                writer.add({**updated, "status": DROPPED, "reason": verdict.reason,
+                            "error_message": verdict.message, "dropped_by": self.name})
