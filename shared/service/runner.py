@@ -11,6 +11,7 @@ import structlog
 
 from shared.bus import Bus, open_bus
 from shared.config import ServiceSettings
+from shared.logs import configure_logging
 from shared.service.grpc_server import ServiceBinding, create_server, set_serving
 from shared.service.metrics import serve_metrics
 from shared.service.worker import ShardWorker
@@ -89,3 +90,13 @@ class StageService:
 
         signal.signal(signal.SIGTERM, handle)
         signal.signal(signal.SIGINT, handle)
+
+
+def serve_forever(settings: ServiceSettings, build: Callable[[ServiceSettings], tuple[Stage, Callable]]) -> None:
+    """The body of every service's ``main``: logging, the stage, the shell, SIGTERM, wait."""
+    configure_logging(settings.log_level, settings.log_json)
+    stage, bindings = build(settings)
+    service = StageService(stage, settings, bindings)
+    service.install_signal_handlers()
+    service.start()
+    service.wait()

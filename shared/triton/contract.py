@@ -1,0 +1,172 @@
+"""The wire contract between winnow's Triton models and their clients.
+
+One table, :data:`SIGNATURES`, says for each kind of model which interface method it serves,
+what its input tensor is and which output tensors it returns. The repository generator writes
+``config.pbtxt`` from it, the python-backend runtime answers by it and the remote clients read by
+it, so a tensor name or shape is spelled in one place only.
+
+Every model takes one input item per batch row (``max_batch_size > 0``, dynamic batching):
+
+* texts travel as ``TYPE_STRING`` ``[1]``, UTF-8;
+* images travel as ``TYPE_STRING`` ``[1]``, one image per row, so images of different sizes share a
+  batch. A row is either a *raw frame* (:func:`encode_image`: a 16-byte header with the height and
+  width, then the ``H x W x 3`` uint8 RGB pixels) or any encoded image Pillow reads (JPEG, PNG,
+  WebP, ...). The remote clients send raw frames: lossless, so a model gives the same answer over
+  Triton as in-process, and about 1000x cheaper than PNG (0.1 ms against 50-130 ms to encode a
+  512 x 512 image; JPEG is cheap but lossy). Encoded bytes are accepted so that a caller holding a
+  JPEG from a shard can send it without decoding it first.
+* outputs are ``TYPE_FP32`` per row, except the language code (``TYPE_STRING``) and the face
+  count (``TYPE_INT32``).
+
+Faces are ragged (K boxes per image). A face detector answers, per request of N images,
+``BOXES`` of shape ``(N, K_max, 5)`` (``[x0, y0, x1, y1, score]``, zero-padded to the most faces
+any image of that request has) and ``BOX_COUNT`` of shape ``(N, 1)``; image ``i`` has
+``BOXES[i, :BOX_COUNT[i, 0]]``. Padding keeps the batch dimension first, as Triton requires,
+and each response is padded on its own, so one crowded photo widens only its own request.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+# tensor names
+TEXT = "TEXT"
+IMAGE = "IMAGE"
+SCORE = "SCORE"
+BOXES = "BOXES"
+BOX_COUNT = "BOX_COUNT"
+DESCRIPTOR = "DESCRIPTOR"
+EMBEDDING = "EMBEDDING"
+LANGUAGE = "LANGUAGE"
+PROBABILITY = "PROBABILITY"
+
+# config.pbtxt parameters the runtime reads (all string values, as Triton stores them)
+PARAM_KIND = "winnow_kind"
+PARAM_FACTORY = "winnow_factory"
+PARAM_FACTORY_KWARGS = "winnow_factory_kwargs"  # JSON object
+PARAM_DIM = "winnow_dim"
+PARAM_THRESHOLD = "winnow_threshold"
+
+#: the largest image an encoded (JPEG, PNG, ...) row may decode to; raw frames are bounded by
+#: the request size instead
+MAX_DECODED_PIXELS = 100_000_000
+
+
+class ModelKind(str, enum.Enum):
+    TEXT_TOXICITY = "text_toxicity"
+    IMAGE_NSFW = "image_nsfw"
+    FACE_DETECTOR = "face_detector"
+    NEAR_DUPLICATE = "near_duplicate"
+    CLIP_IMAGE = "clip_image"
+    CLIP_TEXT = "clip_text"
+    LANGUAGE_ID = "language_id"
+
+
+DIM = "dim"  # placeholder in a tensor's dims for the model's embedding size
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    data_type: str  # Triton config type, e.g. "TYPE_FP32"
+    dims: tuple[int | str, ...]  # per batch row; DIM stands for the model's embedding size
+
+
+@dataclass(frozen=True)
+class KindSignature:
+    method: str  # the interface method (shared.models.base) the model is called through
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    needs_dim: bool = False
+    needs_threshold: bool = False
+
+
+_TEXT_IN = TensorSpec(TEXT, "TYPE_STRING", (1,))
+_IMAGE_IN = TensorSpec(IMAGE, "TYPE_STRING", (1,))
+_SCORE_OUT = TensorSpec(SCORE, "TYPE_FP32", (1,))
+
+SIGNATURES: dict[ModelKind, KindSignature] = {
+    ModelKind.TEXT_TOXICITY: KindSignature("score", _TEXT_IN, (_SCORE_OUT,)),
+    ModelKind.IMAGE_NSFW: KindSignature("score", _IMAGE_IN, (_SCORE_OUT,)),
+    ModelKind.FACE_DETECTOR: KindSignature(
+        "detect", _IMAGE_IN, (TensorSpec(BOXES, "TYPE_FP32", (-1, 5)), TensorSpec(BOX_COUNT, "TYPE_INT32", (1,)))
+    ),
+    ModelKind.NEAR_DUPLICATE: KindSignature(
+        "describe", _IMAGE_IN, (TensorSpec(DESCRIPTOR, "TYPE_FP32", (DIM,)),), needs_dim=True, needs_threshold=True
+    ),
+    ModelKind.CLIP_IMAGE: KindSignature(
+        "embed_images", _IMAGE_IN, (TensorSpec(EMBEDDING, "TYPE_FP32", (DIM,)),), needs_dim=True
+    ),
+    ModelKind.CLIP_TEXT: KindSignature(
+        "embed_texts", _TEXT_IN, (TensorSpec(EMBEDDING, "TYPE_FP32", (DIM,)),), needs_dim=True
+    ),
+    ModelKind.LANGUAGE_ID: KindSignature(
+        "detect", _TEXT_IN, (TensorSpec(LANGUAGE, "TYPE_STRING", (1,)), TensorSpec(PROBABILITY, "TYPE_FP32", (1,)))
+    ),
+}
+
+
+# --- images -------------------------------------------------------------------------------------
+
+_RAW_MAGIC = b"WNRGB8\x00\x01"  # format name and version
+_RAW_HEADER = struct.Struct("<8sII")  # magic, height, width
+
+
+def encode_image(image: np.ndarray) -> bytes:
+    """A uint8 RGB ``(H, W, 3)`` array as one raw frame (header + pixels, lossless)."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    return _RAW_HEADER.pack(_RAW_MAGIC, height, width) + np.ascontiguousarray(image).tobytes()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """One image row back to a uint8 RGB ``(H, W, 3)`` array; ``ValueError`` if it is not an image.
+
+    A raw frame is returned as a read-only view of ``data``; encoded images are decoded by Pillow.
+    """
+    if data[: len(_RAW_MAGIC)] == _RAW_MAGIC:
+        if len(data) < _RAW_HEADER.size:
+            raise ValueError(f"raw image frame is truncated: {len(data)} bytes, header alone is {_RAW_HEADER.size}")
+        _, height, width = _RAW_HEADER.unpack_from(data)
+        expected = _RAW_HEADER.size + height * width * 3
+        if height == 0 or width == 0 or len(data) != expected:
+            raise ValueError(
+                f"raw image frame of {height}x{width} must be {expected} bytes, got {len(data)}"
+            )
+        return np.frombuffer(data, dtype=np.uint8, offset=_RAW_HEADER.size).reshape(height, width, 3)
+    return _decode_encoded_image(data)
+
+
+def _decode_encoded_image(data: bytes) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+            if width * height > MAX_DECODED_PIXELS:
+                raise ValueError(f"image of {width}x{height} pixels exceeds the {MAX_DECODED_PIXELS} pixel limit")
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        head = data[:8].hex()
+        raise ValueError(f"not a raw frame nor an image Pillow can decode ({len(data)} bytes, starts {head}): {exc}") from None
+
+
+# --- texts --------------------------------------------------------------------------------------
+
+
+def encode_texts(texts: list[str]) -> np.ndarray:
+    """Texts as a BYTES tensor of shape ``(N, 1)`` (UTF-8)."""
+    return np.array([[text.encode("utf-8")] for text in texts], dtype=np.object_).reshape(len(texts), 1)
+
+
+def decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"text is not valid UTF-8: {exc}") from None
