@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-from pathlib import Path
 
 from rich.console import Console
 
+from services.dedup import cli as dedup_cli
 from services.downloader import cli as downloader_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
-from services.downloader.stage import DownloadStage
+from services.pipeline import STAGE_NAMES
 from shared.logs import configure_logging
 from shared.shards import ShardFormatError
 from shared.summary import print_stage_summary
@@ -36,40 +35,33 @@ def _add_run_parser(subparsers) -> None:
     parser.add_argument("--max_samples", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="shards processed at once per stage")
     parser.add_argument("--no_progress", action="store_true")
+    pipeline = parser.add_argument_group("pipeline")
+    pipeline.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=list(STAGE_NAMES),
+                          help="stages to run, in pipeline order (embed needs --clip_model)")
+    pipeline.add_argument("--model_preset", default="offline", help="offline (weights in packages) or production")
+    pipeline.add_argument("--triton_url", default="", help="serve the models from this Triton (host:port)")
+    pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")
+    pipeline.add_argument("--clip_model", action="append", default=[], metavar="KEY=ARCH[:CHECKPOINT]",
+                          help="a CLIP model for embed, e.g. b32=ViT-B-32:openai or tiny=winnow-tiny-ViT:ckpt.pt")
     downloader_cli.add_download_options(parser)
     parser.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from services.pipeline import run_pipeline
+    from services.pipeline import build_stages, example_pool, run_pipeline
 
     if bool(args.pool) == bool(args.example):
         raise SystemExit("winnow run: give a POOL or --example (not both)")
     console = Console()
-    if args.example:
-        from services.example import ExampleServer, build_example_pool
-
-        workdir = Path(tempfile.mkdtemp(prefix="winnow-example-"))
-        server = ExampleServer(workdir / "www")
-        (workdir / "www").mkdir(parents=True, exist_ok=True)
-        pool = build_example_pool(workdir, server.base_url)
-        # The example server is on loopback; allow exactly it, for this run only.
-        args.allow_networks = [*args.allow_networks, "127.0.0.1/32"]
-        args.samples_per_shard = min(args.samples_per_shard, 32)
-    else:
-        server, pool = None, args.pool
-    options = downloader_cli.download_options(args)
-    manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
-                           caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
-                           max_samples=args.max_samples)
-    console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
-                  f"-> {manifest.job_root}")
-    stages = [DownloadStage(options)]
-    if server is not None:
-        with server:
-            result = run_pipeline(manifest, stages, workers_per_stage=args.workers,
-                                  show_progress=not args.no_progress, console=console)
-    else:
+    with example_pool(args) as pool:
+        manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
+                               caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
+                               max_samples=args.max_samples)
+        console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
+                      f"-> {manifest.job_root}")
+        stages = build_stages(args)
+        if "embed" in args.stages and not args.clip_model:
+            console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
         result = run_pipeline(manifest, stages, workers_per_stage=args.workers, show_progress=not args.no_progress,
                               console=console)
     print_stage_summary(console, result.totals)
@@ -87,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
     downloader_cli.add_parser(subparsers)
+    dedup_cli.add_parser(subparsers)
     return parser
 
 

@@ -8,8 +8,13 @@ dead-letter topic.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +25,71 @@ from shared.messages import DeadLetter, decode_ref
 from shared.service.worker import ShardWorker
 from shared.stage import Stage
 from shared.topics import shards_topic
+
+
+STAGE_NAMES = ("download", "safety", "dedup", "blur", "embed")
+
+
+def parse_clip_model(spec: str) -> tuple[str, str, str | None]:
+    """``KEY=ARCH[:PRETRAINED]`` -> (key, arch, pretrained)."""
+    key, sep, model = spec.partition("=")
+    if not sep or not key or not model:
+        raise ValueError(f"--clip_model takes KEY=ARCH[:CHECKPOINT_OR_TAG], got {spec!r}")
+    arch, _, pretrained = model.partition(":")
+    return key, arch, pretrained or None
+
+
+def build_stages(args: argparse.Namespace) -> list[Stage]:
+    """The stages ``winnow run`` was asked for, in pipeline order, from its command-line options."""
+    from services.blur.stage import BlurStage
+    from services.dedup.stage import DedupOptions, DedupStage
+    from services.downloader.cli import download_options
+    from services.downloader.stage import DownloadStage
+    from services.embed.stage import EmbedStage
+    from services.safety.stage import SafetyOptions, SafetyStage
+    from shared.models.provider import clip_factory, model_factory
+    from shared.models.registry import preset
+
+    chosen, stages = set(args.stages), []
+    model = lambda kind: model_factory(kind, args.model_preset, args.triton_url)  # noqa: E731
+    if "download" in chosen:
+        stages.append(DownloadStage(download_options(args)))
+    if "safety" in chosen:
+        stages.append(SafetyStage(model("text_toxicity"), model("image_nsfw"), SafetyOptions(
+            toxicity_threshold=preset("text_toxicity", args.model_preset).threshold,
+            nsfw_threshold=preset("image_nsfw", args.model_preset).threshold)))
+    if "dedup" in chosen:
+        stages.append(DedupStage(model("near_duplicate"), DedupOptions(eval_index_dir=args.eval_index)))
+    if "blur" in chosen:
+        stages.append(BlurStage(model("face_detector")))
+    if "embed" in chosen:
+        if not args.clip_model:
+            if args.stages != list(STAGE_NAMES):
+                raise ValueError("the embed stage needs at least one --clip_model KEY=ARCH[:CHECKPOINT]")
+        else:
+            clips = [parse_clip_model(spec) for spec in args.clip_model]
+            stages.append(EmbedStage({key: clip_factory(arch, pretrained, args.triton_url, f"clip_{key}")
+                                      for key, arch, pretrained in clips}))
+    return stages
+
+
+@contextlib.contextmanager
+def example_pool(args: argparse.Namespace) -> Iterator[str]:
+    """The pool to run: the user's, or the built-in example served from loopback for this run."""
+    if not args.example:
+        yield args.pool
+        return
+    from services.example import ExampleServer, build_example_pool
+
+    workdir = Path(tempfile.mkdtemp(prefix="winnow-example-"))
+    (workdir / "www").mkdir(parents=True, exist_ok=True)
+    server = ExampleServer(workdir / "www")
+    pool = build_example_pool(workdir, server.base_url)
+    # The example server is on loopback; allow exactly it, for this run only.
+    args.allow_networks = [*args.allow_networks, "127.0.0.1/32"]
+    args.samples_per_shard = min(args.samples_per_shard, 32)
+    with server:
+        yield str(pool)
 
 
 @dataclass

@@ -205,7 +205,7 @@ def _unzip_with_modes(wheel: Path, dest: Path) -> None:
             archive.extract(info, dest)
             mode = (info.external_attr >> 16) & 0o777
             if mode and not info.is_dir():
-                os.chmod(target, mode | stat.S_IRUSR)
+                os.chmod(target, (mode | stat.S_IRUSR) & ~0o022)  # the wheel marks some files world-writable
 
 
 def _free_ports(n: int) -> list[int]:

@@ -1,0 +1,74 @@
+"""Safety and blur stages with the real offline models on real images."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from services.blur.stage import BlurStage
+from services.safety.stage import SafetyOptions, SafetyStage
+from shared.models.provider import model_factory
+from shared.shards import iter_tar_samples, read_stats, read_table
+from tests.infra.images import skimage_photos
+
+
+def _ledger(refs) -> pa.Table:
+    return pa.concat_tables([read_table(ref.uri) for ref in refs], promote_options="permissive")
+
+
+@pytest.fixture(scope="module")
+def safety_stage():
+    stage = SafetyStage(model_factory("text_toxicity", "offline"), model_factory("image_nsfw", "offline"),
+                        SafetyOptions(toxicity_threshold=0.5, nsfw_threshold=0.5))
+    stage.setup()
+    return stage
+
+
+def test_a_toxic_caption_is_dropped_and_the_plain_ones_kept(safety_stage, downloaded, curation_pool):
+    _, refs = downloaded
+    out = [safety_stage.process(ref) for ref in refs]
+    ledger = _ledger(out)
+    rows = {r["uid"]: r for r in ledger.to_pylist()}
+    toxic = rows[curation_pool["uid"]["toxic"]]
+    assert (toxic["status"], toxic["reason"], toxic["dropped_by"]) == ("dropped", "toxic_caption", "safety")
+    assert toxic["toxicity_score"] >= 0.5
+    kept = [r for r in rows.values() if r["status"] == "success"]
+    assert len(kept) == len(rows) - 2  # the toxic one, and the broken URL carried as it was
+    assert all(r["toxicity_score"] < 0.5 and r["nsfw_score"] < 0.5 for r in kept)
+    assert rows[curation_pool["uid"]["broken"]]["reason"] == "http_404"
+    stats = [read_stats(ref.uri) for ref in out]
+    assert sum(s.count for s in stats) == len(rows) - 1, "stats count what entered this stage"
+    assert sum(s.reasons["toxic_caption"] for s in stats) == 1
+    kept_keys = {k for ref in out for k, _ in iter_tar_samples(ref.uri)}
+    assert kept_keys == {r["key"] for r in kept}
+
+
+def test_a_face_gets_a_box_and_is_blurred_there_only(downloaded, curation_pool):
+    _, refs = downloaded
+    stage = BlurStage(model_factory("face_detector", "offline"))
+    out = [stage.process(ref) for ref in refs]
+    rows = {r["uid"]: r for r in _ledger(out).to_pylist()}
+    face = rows[curation_pool["uid"]["face"]]
+    assert face["status"] == "success"
+    (box,) = face["face_bboxes"]
+    x0, y0, x1, y1 = box
+    assert 0.25 < x0 < x1 < 0.65 and 0.0 < y0 < y1 < 0.5, box
+    cat = rows[curation_pool["uid"]["original"]]
+    assert cat["face_bboxes"] == []
+
+    files = {k: f for ref in out for k, f in iter_tar_samples(ref.uri)}
+    blurred = np.asarray(Image.open(io.BytesIO(files[face["key"]]["jpg"])).convert("RGB"), np.float32)
+    original = np.asarray(Image.open(next(p for p in skimage_photos() if p.stem == "astronaut")).convert("RGB"),
+                          np.float32)
+    assert blurred.shape == original.shape
+    h, w = original.shape[:2]
+    inside = (slice(int(y0 * h) + 5, int(y1 * h) - 5), slice(int(x0 * w) + 5, int(x1 * w) - 5))
+    difference = np.abs(blurred - original)
+    outside = np.ones((h, w), bool)
+    outside[int(y0 * h) - 40:int(y1 * h) + 40, int(x0 * w) - 40:int(x1 * w) + 40] = False
+    assert difference[inside].mean() > 8, "the face is visibly blurred"
+    assert difference[outside].mean() < 3, "the rest of the image is left as it was (up to JPEG noise)"
