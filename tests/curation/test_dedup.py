@@ -1,0 +1,75 @@
+"""The dedup stage with real perceptual hashes on real images: eval copies, exact and near duplicates."""
+
+from __future__ import annotations
+
+import argparse
+
+import pyarrow as pa
+import pytest
+
+from services.dedup.cli import build_index
+from services.dedup.stage import DedupOptions, DedupStage
+from shared.models.provider import model_factory
+from shared.shards import read_stats, read_table
+
+
+@pytest.fixture(scope="module")
+def eval_index(eval_images, tmp_path_factory) -> str:
+    out = tmp_path_factory.mktemp("eval-index")
+    build_index(argparse.Namespace(images=str(eval_images), out=str(out), model_preset="offline", threshold=None,
+                                   batch_size=4))
+    return str(out)
+
+
+def _run(refs, eval_index):
+    stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions(eval_index_dir=eval_index))
+    out = [stage.process(ref) for ref in refs]
+    stage.teardown()
+    return out
+
+
+def test_copies_of_eval_images_and_duplicates_are_dropped_once(downloaded, curation_pool, eval_index):
+    _, refs = downloaded
+    out = _run(refs, eval_index)
+    rows = {r["uid"]: r for r in pa.concat_tables([read_table(r.uri) for r in out],
+                                                   promote_options="permissive").to_pylist()}
+    uid = curation_pool["uid"]
+    by_role = {role: rows[u] for role, u in uid.items()}
+    assert (by_role["eval_copy"]["status"], by_role["eval_copy"]["reason"]) == ("dropped", "eval_duplicate")
+    assert by_role["eval_copy"]["eval_match"] == "coffee.png"
+    assert (by_role["exact_copy"]["reason"], by_role["exact_copy"]["duplicate_of"]) == ("exact_duplicate",
+                                                                                       uid["original"])
+    assert (by_role["near_copy"]["reason"], by_role["near_copy"]["duplicate_of"]) == ("near_duplicate",
+                                                                                     uid["original"])
+    assert by_role["original"]["status"] == "success", "the first of a group of duplicates is kept"
+    dropped = {role for role, row in by_role.items() if row["status"] == "dropped"}
+    assert dropped == {"eval_copy", "exact_copy", "near_copy"}
+    reasons = sum((read_stats(r.uri).reasons for r in out), start=__import__("collections").Counter())
+    assert reasons == {"eval_duplicate": 1, "exact_duplicate": 1, "near_duplicate": 1}
+
+
+def test_reprocessing_gives_the_same_answers(downloaded, eval_index, tmp_path):
+    import shutil
+
+    _, refs = downloaded
+    first = _run(refs, eval_index)
+    before = [read_table(r.uri).to_pylist() for r in first]
+    # Remove the outputs (not the registry) and run again: the registry's claims are per uid.
+    for ref in first:
+        for suffix in (".tar", ".parquet", "_stats.json"):
+            (tmp_path / "x").mkdir(exist_ok=True)
+            shutil.move(ref.uri + suffix, tmp_path / "x" / (ref.uri.rsplit("/", 1)[-1] + suffix))
+    again = _run(refs, eval_index)
+    assert [read_table(r.uri).to_pylist() for r in again] == before
+
+
+def test_an_index_built_with_another_descriptor_is_refused(eval_index, tmp_path):
+    import json
+    import shutil
+
+    shutil.copytree(eval_index, tmp_path / "idx")
+    meta = json.loads((tmp_path / "idx" / "eval.json").read_text())
+    (tmp_path / "idx" / "eval.json").write_text(json.dumps({**meta, "descriptor": "isc21"}))
+    stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions(eval_index_dir=str(tmp_path / "idx")))
+    with pytest.raises(ValueError, match="rebuild it"):
+        stage.setup()
