@@ -1,15 +1,19 @@
 """Downloader throughput: winnow's ``download`` CLI against img2dataset, on one local image server.
 
-Both tools get the same pool: ``--rows`` URLs that cycle through ``--sources`` real-photo JPEGs
-(every one larger than the 512 px target) served by ``tests.infra.image_server.ImageServer`` on
-127.0.0.1. Every row has its own URL (``/img/<name>?i=<row>``; the server ignores the query), so
-neither tool can dedupe. Each tool runs as a subprocess with the same resize, encode, process,
-thread and shard settings; its wall time, from start to exit, includes its own startup.
-images/s = successes (summed from the tools' ``_stats.json``) / seconds. Runs alternate
-(winnow, img2dataset, winnow, ...) and the best of each tool is reported.
+Both tools get the same pool: ``--rows`` URLs that cycle through ``--sources`` real-image JPEGs
+(scikit-image photos and clip art from ``tests.infra.images``, every one larger than the 512 px
+target) served by ``tests.infra.image_server.ImageServer`` on 127.0.0.1. Every row has its own
+URL (``/img/<name>?i=<row>``; the server routes on the path only), so neither tool can dedupe.
+Each tool runs as a subprocess with the same resize, encode, process, thread and shard settings;
+its wall time, from start to exit, includes its own startup. images/s = successes (summed from
+the tools' ``_stats.json``) / seconds. Runs alternate (winnow, img2dataset, winnow, ...); the
+best of each tool is the headline. The CPU time of each tool's process tree is reported too:
+on a shared machine it moves less than the wall time.
 
 img2dataset lives in its own virtualenv (``benchmarks/.venv-img2dataset``), created here with
-``uv`` at pinned versions, so nothing leaks into the project's environment.
+``uv`` at pinned versions, so nothing leaks into the project's environment. Both tools write
+bytecode to ``benchmarks/_data/pycache`` (and run once untimed to fill it), as a normal install
+would have it.
 
 Run from the repository root::
 
@@ -99,6 +103,8 @@ def ensure_img2dataset(venv: Path = IMG2DATASET_VENV) -> Path:
     wanted = "\n".join(IMG2DATASET_REQUIREMENTS)
     if executable.exists() and marker.exists() and marker.read_text() == wanted:
         return executable
+    if shutil.which("uv") is None:
+        raise BenchmarkError("uv is not on PATH; it builds img2dataset's virtualenv")
     log.info("creating img2dataset virtualenv", venv=str(venv), requirements=list(IMG2DATASET_REQUIREMENTS))
     subprocess.run(["uv", "venv", "--quiet", "--clear", "--python", IMG2DATASET_PYTHON, str(venv)], check=True)
     subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),

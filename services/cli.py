@@ -15,6 +15,9 @@ from rich.console import Console
 
 from services.dedup import cli as dedup_cli
 from services.downloader import cli as downloader_cli
+from services.filter import cli as filter_cli
+from services.filter.apply import BASELINES
+from services.reshard import cli as reshard_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from services.pipeline import STAGE_NAMES
 from shared.logs import configure_logging
@@ -43,6 +46,12 @@ def _add_run_parser(subparsers) -> None:
     pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")
     pipeline.add_argument("--clip_model", action="append", default=[], metavar="KEY=ARCH[:CHECKPOINT]",
                           help="a CLIP model for embed, e.g. b32=ViT-B-32:openai or tiny=winnow-tiny-ViT:ckpt.pt")
+    pipeline.add_argument("--filter", default="basic_filter", choices=["none", *BASELINES],
+                          help="DataComp baseline applied to the whole pool at the end, then resharded")
+    pipeline.add_argument("--threshold", type=float, default=None, help="clip_score baselines: score threshold")
+    pipeline.add_argument("--fraction", type=float, default=None, help="clip_score baselines: top fraction kept")
+    pipeline.add_argument("--arch", default=None, help="clip_score baselines: which model key's score (b32, l14)")
+    pipeline.add_argument("--shard_size", type=int, default=10_000, help="samples per resharded shard")
     downloader_cli.add_download_options(parser)
     parser.set_defaults(func=run_command)
 
@@ -65,11 +74,29 @@ def run_command(args: argparse.Namespace) -> int:
         result = run_pipeline(manifest, stages, workers_per_stage=args.workers, show_progress=not args.no_progress,
                               console=console)
     print_stage_summary(console, result.totals)
+    if args.filter != "none" and not result.dead_letters:
+        resharded = filter_job(args, manifest, stages[-1].name)
+        console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
+                      f"-> {resharded.uri}")
     for letter in result.dead_letters:
         console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
-    last = stages[-1].name
-    console.print(f"shards: {manifest.job_root}/{last}/{{{0:08d}..{max(manifest.shard_count - 1, 0):08d}}}.tar")
     return 1 if result.dead_letters else 0
+
+
+def filter_job(args: argparse.Namespace, manifest, last_stage: str):
+    """Apply the chosen baseline to the finished job and reshard the subset."""
+    from services.filter.apply import FilterConfig
+    from services.filter.stage import FilterOptions, FilterStage
+    from shared.messages import make_ref
+    from shared.shards import shard_prefix
+    from shared import storage
+
+    config = FilterConfig(name=args.filter, metadata_dir="", threshold=args.threshold, fraction=args.fraction,
+                          arch=args.arch)
+    last = make_ref(job_id=manifest.job_id, shard_id=0, stage=last_stage, job_root=manifest.job_root,
+                    uri=shard_prefix(storage.join(manifest.job_root, last_stage), 0), sample_count=0,
+                    shard_count=manifest.shard_count)
+    return FilterStage(FilterOptions(config, shard_size=args.shard_size)).process(last)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(subparsers)
     downloader_cli.add_parser(subparsers)
     dedup_cli.add_parser(subparsers)
+    filter_cli.add_parser(subparsers)
+    reshard_cli.add_parser(subparsers)
     return parser
 
 
@@ -88,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level, json_format=False)
     try:
         return args.func(args)
-    except (PoolFormatError, ShardFormatError, FileNotFoundError, ValueError) as exc:
+    except (PoolFormatError, ShardFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
         Console(stderr=True).print(f"[red]winnow {args.command}: {exc}")
         return 2
 

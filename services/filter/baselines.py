@@ -260,16 +260,19 @@ def target_clusters(target_embeddings: np.ndarray, centroids: np.ndarray) -> np.
     return np.unique(nearest_centroids(target_embeddings, centroids))
 
 
-def image_based_mask(embeddings: np.ndarray, centroids: np.ndarray, target_embeddings: np.ndarray,
-                     where: np.ndarray | None = None) -> np.ndarray:
-    """True where the embedding's nearest centroid is nearest to some target embedding.
-
-    Only rows where ``where`` is true are assigned (the others are False).
-    """
+def cluster_member_mask(embeddings: np.ndarray, centroids: np.ndarray, clusters: np.ndarray,
+                        where: np.ndarray | None = None) -> np.ndarray:
+    """True where the embedding's nearest centroid is one of ``clusters``; only rows where
+    ``where`` is true are assigned (the others are False)."""
     n = len(embeddings)
     rows = np.arange(n) if where is None else np.nonzero(np.asarray(where, dtype=bool))[0]
     keep = np.zeros(n, dtype=bool)
     if len(rows):
-        labels = nearest_centroids(np.asarray(embeddings)[rows], centroids)
-        keep[rows] = np.isin(labels, target_clusters(target_embeddings, centroids))
+        keep[rows] = np.isin(nearest_centroids(np.asarray(embeddings)[rows], centroids), clusters)
     return keep
+
+
+def image_based_mask(embeddings: np.ndarray, centroids: np.ndarray, target_embeddings: np.ndarray,
+                     where: np.ndarray | None = None) -> np.ndarray:
+    """True where the embedding's nearest centroid is nearest to some target embedding."""
+    return cluster_member_mask(embeddings, centroids, target_clusters(target_embeddings, centroids), where)

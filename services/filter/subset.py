@@ -124,7 +124,7 @@ def is_sorted(uids: np.ndarray) -> bool:
 
 def save_subset(uids: np.ndarray, uri: str) -> int:
     """Sort and write ``uids`` as a ``.npy`` at ``uri`` (any fsspec URI); returns how many."""
-    ordered = sort_uids(uids)
+    ordered = uids if is_sorted(uids) else sort_uids(uids)
     with storage.atomic_open(uri) as handle:
         np.save(handle, ordered, allow_pickle=False)
     return len(ordered)

@@ -5,7 +5,7 @@ caption when that offset is one of ImageNet-21k's 21,843 WordNet ids. Here:
 
 - WordNet 3.0 is read by NLTK from, in order: ``wordnet_dir`` (or ``$WINNOW_WORDNET_DIR``), a
   directory holding WordNet's database files; NLTK's own data (``nltk.download('wordnet')``);
-  Debian's ``wordnet-base`` and ``wordnet-sense-index`` packages (``/usr/share/wordnet``).
+  Debian's ``wordnet-base`` package (``/usr/share/wordnet``).
   A plain database directory is laid out once as NLTK expects (NLTK also wants ``lexnames``,
   which Debian does not ship) under ``~/.cache/winnow/nltk_data``.
 - ImageNet-21k's ids are the list Google published with BiT (the file DataComp downloads,
@@ -16,17 +16,18 @@ caption when that offset is one of ImageNet-21k's 21,843 WordNet ids. Here:
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import shutil
 import warnings
-from importlib import resources
 from pathlib import Path
 
 DEBIAN_WORDNET_DIR = "/usr/share/wordnet"
+TIMM_IMAGENET21K_IDS = "data/_info/imagenet21k_goog_synsets.txt"
 _DATABASE_FILES = ("index.noun", "index.verb", "index.adj", "index.adv",
                    "data.noun", "data.verb", "data.adj", "data.adv",
                    "noun.exc", "verb.exc", "adj.exc", "adv.exc")
-_OPTIONAL_FILES = ("index.sense", "cntlist.rev")
+_OPTIONAL_FILES = ("cntlist.rev",)
 # WordNet 3.0's lexicographer files (lexnames(5WN)): number, name, syntactic category.
 _LEXNAMES = (
     "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute noun.body "
@@ -37,6 +38,7 @@ _LEXNAMES = (
     "verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
 ).split()
 _CATEGORY = {"noun": 1, "verb": 2, "adj": 3, "adv": 4}
+_LAYOUT_VERSION = 2
 
 
 class WordNetUnavailable(RuntimeError):
@@ -52,22 +54,23 @@ def _nltk_layout(database_dir: Path) -> Path:
     root = _cache_root()
     target = root / "corpora" / "wordnet"
     marker = target / ".complete"
-    if marker.exists() and marker.read_text() == str(database_dir.resolve()):
+    if marker.exists() and marker.read_text() == f"{_LAYOUT_VERSION} {database_dir.resolve()}":
         return root
     target.mkdir(parents=True, exist_ok=True)
     for name in (*_DATABASE_FILES, *_OPTIONAL_FILES):
         source = database_dir / name
         if source.exists():
             shutil.copyfile(source, target / name)  # NLTK refuses symbolic links into its roots
-        elif name == "index.sense":
-            (target / name).write_text("")  # only sense-key look-ups read it
+    # Only sense-key look-ups need the sense index; left empty, NLTK skips mapping WordNet 3.0
+    # onto itself, which would read the 7 MB file twice on every load.
+    (target / "index.sense").write_text("")
     lexnames = database_dir / "lexnames"
     if lexnames.exists():
         shutil.copyfile(lexnames, target / "lexnames")
     else:
         (target / "lexnames").write_text(
             "".join(f"{i:02d}\t{name}\t{_CATEGORY[name.split('.')[0]]}\n" for i, name in enumerate(_LEXNAMES)))
-    marker.write_text(str(database_dir.resolve()))
+    marker.write_text(f"{_LAYOUT_VERSION} {database_dir.resolve()}")
     return root
 
 
@@ -94,7 +97,7 @@ def load_wordnet(wordnet_dir: str | None = None):
     if not _is_database(database):
         where = explicit or f"NLTK's data path or {DEBIAN_WORDNET_DIR}"
         raise WordNetUnavailable(
-            f"no WordNet 3.0 database in {where}: install Debian's wordnet-base and wordnet-sense-index, "
+            f"no WordNet 3.0 database in {where}: install Debian's wordnet-base, "
             "run python -m nltk.downloader wordnet, or pass --wordnet_dir")
     root = str(_nltk_layout(database))
     if root not in nltk.data.path:
@@ -126,11 +129,13 @@ def imagenet21k_synset_offsets(synset_ids_path: str | None = None) -> frozenset[
     if synset_ids_path:
         text = Path(synset_ids_path).read_text()
     else:
-        try:
-            text = resources.files("timm").joinpath("data/_info/imagenet21k_goog_synsets.txt").read_text()
-        except (ModuleNotFoundError, FileNotFoundError) as exc:
+        # Found without importing timm, which would import torch.
+        spec = importlib.util.find_spec("timm")
+        listed = Path(spec.submodule_search_locations[0]) / TIMM_IMAGENET21K_IDS if spec else None
+        if listed is None or not listed.exists():
             raise FileNotFoundError(
-                "ImageNet-21k's synset list ships with timm (pip install timm); or pass --synset_ids FILE") from exc
+                "ImageNet-21k's synset list ships with timm (pip install timm); or pass --synset_ids FILE")
+        text = listed.read_text()
     ids = [line.strip() for line in text.splitlines() if line.strip()]
     bad = [i for i in ids if not (i[:1] == "n" and i[1:].isdigit())]
     if bad:

@@ -13,8 +13,10 @@ once with one of the exceptions below.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import numpy as np
@@ -63,7 +65,7 @@ class TritonClient:
     ``init_timeout_s`` bounds each control call (readiness, model configuration) and is the default
     for :meth:`wait_ready`; ``infer_timeout_s`` is the deadline of one inference request;
     ``retries`` is how many times an ``UNAVAILABLE`` call is tried again, ``backoff_s`` the first
-    pause (doubled each time).
+    pause (doubled each time); ``max_in_flight`` bounds the requests :meth:`infer_many` sends at once.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class TritonClient:
         infer_timeout_s: float = 60.0,
         retries: int = 3,
         backoff_s: float = 0.2,
+        max_in_flight: int = 4,
     ) -> None:
         if retries < 0:
             raise ValueError(f"retries must be >= 0, got {retries}")
@@ -82,8 +85,11 @@ class TritonClient:
         self.infer_timeout_s = infer_timeout_s
         self.retries = retries
         self.backoff_s = backoff_s
+        self.max_in_flight = max(1, max_in_flight)
         # the library's defaults already raise the gRPC message limits to 2 GiB
         self._client = grpcclient.InferenceServerClient(url)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     # --- readiness -----------------------------------------------------------------------------
 
@@ -138,6 +144,11 @@ class TritonClient:
         )
         return response["config"]
 
+    def load_model(self, name: str, timeout: float | None = None) -> None:
+        """Load (or reload) a model on a server in explicit model-control mode; raises with the reason."""
+        timeout = self.init_timeout_s if timeout is None else timeout
+        self._with_retries(lambda: self._client.load_model(name, client_timeout=timeout), name, timeout)
+
     # --- inference -----------------------------------------------------------------------------
 
     def infer(
@@ -165,7 +176,35 @@ class TritonClient:
             answer[name] = array
         return answer
 
+    def infer_many(
+        self,
+        model: str,
+        requests: Sequence[Mapping[str, np.ndarray]],
+        outputs: list[str],
+        *,
+        timeout: float | None = None,
+    ) -> list[dict[str, np.ndarray]]:
+        """Several requests at once (``max_in_flight`` in flight), answers in order.
+
+        Concurrent requests are what the server's dynamic batcher merges; the first error is raised.
+        """
+        if len(requests) <= 1:
+            return [self.infer(model, inputs, outputs, timeout=timeout) for inputs in requests]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="triton-infer")
+        futures = [self._pool.submit(self.infer, model, inputs, outputs, timeout=timeout) for inputs in requests]
+        try:
+            return [future.result() for future in futures]
+        finally:
+            for future in futures:
+                future.cancel()
+
     def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                self._pool = None
         self._client.close()
 
     def __enter__(self) -> TritonClient:

@@ -9,12 +9,16 @@ splits the answer back per request.
 Failures stay with their request: a row that does not decode fails its request with
 ``INVALID_ARG``; if the model raises on the gathered batch, each request is run alone, so only the
 requests that really fail get an ``INTERNAL`` error. The server and the other requests go on.
+
+Tensors cross the stub by DLPack only (``np.from_dlpack`` in, ``Tensor.from_dlpack`` out): the
+bundled stub's own numpy conversions are wrong under numpy 2 (see :mod:`shared.triton.contract`).
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import sys
 import time
 import traceback
 from typing import Any
@@ -36,7 +40,27 @@ _PROTOCOLS = {
     ModelKind.LANGUAGE_ID: base.LanguageIdentifier,
 }
 
-_NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT32": np.int32, "TYPE_STRING": np.object_}
+_NUMPY_TYPES = {"TYPE_FP32": np.float32, "TYPE_INT32": np.int32, "TYPE_UINT8": np.uint8}
+
+
+def _quiet_used_dlpack_capsules() -> None:
+    """Drop one harmless message per output tensor.
+
+    The backend renames a consumed DLPack capsule "used_dlpack" where numpy expects the standard
+    "used_dltensor", so numpy's capsule destructor reports "PyCapsule_GetPointer called with
+    incorrect name" (and, rightly, frees nothing: the backend owns the tensor by then).
+    """
+    default_hook = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, ValueError) and "PyCapsule_GetPointer" in str(unraisable.exc_value):
+            return
+        default_hook(unraisable)
+
+    sys.unraisablehook = hook
+
+
+_quiet_used_dlpack_capsules()
 
 
 def load_factory(path: str):
@@ -111,18 +135,23 @@ class TritonPythonModel:
     # --- internals -----------------------------------------------------------------------------
 
     def _decode(self, request) -> list:
-        spec = self.signature.input
-        tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
-        if tensor is None:
-            raise _BadInput(f"model {self.name!r} needs input {spec.name!r}")
-        rows = tensor.as_numpy().reshape(-1)
-        decode = contract.decode_image if spec.name == contract.IMAGE else contract.decode_text
+        arrays = []
+        for spec in self.signature.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
+            if tensor is None:
+                raise _BadInput(f"model {self.name!r} needs input {spec.name!r}")
+            arrays.append(np.from_dlpack(tensor))
+        try:
+            rows = contract.unpack_rows(*arrays)
+        except ValueError as exc:
+            raise _BadInput(f"{self.signature.item}: {exc}") from None
+        decode = contract.decode_image if self.signature.item == contract.IMAGE else contract.decode_text
         items = []
         for row_index, row in enumerate(rows):
             try:
-                items.append(decode(bytes(row)))
+                items.append(decode(row))
             except ValueError as exc:
-                raise _BadInput(f"{spec.name} row {row_index}: {exc}") from None
+                raise _BadInput(f"{self.signature.item} row {row_index}: {exc}") from None
         return items
 
     def _answer(self, decoded: list[tuple[int, list]], responses: list) -> None:
@@ -133,6 +162,8 @@ class TritonPythonModel:
             if len(decoded) == 1:
                 responses[decoded[0][0]] = self._failure(decoded[0][1])
                 return
+            pb_utils.Logger.log_warn(f"winnow model {self.name!r} failed on a batch of {len(decoded)} requests; "
+                                     "running each alone")
             for index, request_items in decoded:
                 try:
                     responses[index] = self._respond(self._run(request_items), 0, len(request_items))
@@ -164,17 +195,17 @@ class TritonPythonModel:
         return results
 
     def _respond(self, results: dict[str, list | np.ndarray], start: int, stop: int):
-        tensors = []
+        arrays: dict[str, np.ndarray] = {}
         if self.kind == ModelKind.FACE_DETECTOR:
-            tensors = _padded_boxes(results[contract.BOXES][start:stop])
+            arrays = _padded_boxes(results[contract.BOXES][start:stop])
         else:
             for name, values in results.items():
                 part = values[start:stop]
                 if name == contract.LANGUAGE:
-                    array = np.array([[code.encode("utf-8")] for code in part], dtype=np.object_).reshape(-1, 1)
+                    arrays[name] = contract.pack_rows([code.encode("utf-8") for code in part])[0]
                 else:
-                    array = np.asarray(part, dtype=self._output_types[name]).reshape(stop - start, -1)
-                tensors.append(pb_utils.Tensor(name, array))
+                    arrays[name] = np.asarray(part, dtype=self._output_types[name]).reshape(stop - start, -1)
+        tensors = [pb_utils.Tensor.from_dlpack(name, np.ascontiguousarray(array)) for name, array in arrays.items()]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _failure(self, items: list):
@@ -184,13 +215,14 @@ class TritonPythonModel:
         return _error_response(f"model {self.name!r} failed: {last_line}", pb_utils.TritonError.INTERNAL)
 
 
-def _padded_boxes(per_image: list) -> list:
+def _padded_boxes(per_image: list) -> dict[str, np.ndarray]:
     counts = np.array([[len(boxes)] for boxes in per_image], dtype=np.int32).reshape(-1, 1)
-    padded = np.zeros((len(per_image), int(counts.max(initial=0)), 5), dtype=np.float32)
+    # at least one slot: the backend refuses empty DLPack tensors
+    padded = np.zeros((len(per_image), max(1, int(counts.max(initial=0))), 5), dtype=np.float32)
     for i, boxes in enumerate(per_image):
         if len(boxes):
             padded[i, : len(boxes)] = np.asarray(boxes, dtype=np.float32).reshape(-1, 5)
-    return [pb_utils.Tensor(contract.BOXES, padded), pb_utils.Tensor(contract.BOX_COUNT, counts)]
+    return {contract.BOXES: padded, contract.BOX_COUNT: counts}
 
 
 def _error_response(message: str, code):

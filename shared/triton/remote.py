@@ -3,14 +3,15 @@
 Each takes a :class:`~shared.triton.client.TritonClient` and the name of a served model, reads the
 model's configuration once (its kind, batch size and, for embeddings, ``dim`` and ``threshold``)
 and then answers exactly as the in-process class does: same inputs, same outputs, same checks.
-Inputs are split into requests of at most the model's ``max_batch_size`` rows (and about
-:data:`MAX_REQUEST_BYTES`); the server's dynamic batcher merges requests from concurrent callers.
-Images travel as lossless raw frames (:func:`shared.triton.contract.encode_image`).
+
+Inputs are cut into requests of at most the model's ``max_batch_size`` rows, sent together
+(:meth:`~shared.triton.client.TritonClient.infer_many`) for the server's dynamic batcher to merge.
+Images travel as lossless raw frames (:func:`shared.triton.contract.encode_image`), zero-padded
+to the widest of their request; consecutive images of similar size share a request, and an image
+that would make the padding cost more than half again the pixels starts a new one.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from shared.triton.client import TritonClient
 from shared.triton.contract import ModelKind
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a request holds at least one image, however large
+_PADDING_ALLOWANCE = 1.5  # padded bytes / real bytes above which images go to separate requests
 
 
 class _RemoteModel:
@@ -37,39 +39,55 @@ class _RemoteModel:
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         self._signature = contract.SIGNATURES[self.kind]
 
-    def _texts(self, texts: list[str]) -> Iterator[dict[str, np.ndarray]]:
+    def _texts(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
         check_texts(texts, self.name)
-        for start in range(0, len(texts), self.max_batch_size):
-            chunk = texts[start : start + self.max_batch_size]
+        encoded = []
+        for i, text in enumerate(texts):
             try:
-                rows = contract.encode_texts(chunk)
+                encoded.append(text.encode("utf-8"))
             except UnicodeEncodeError as exc:
-                raise ValueError(f"{self.name}: a text in rows {start}-{start + len(chunk) - 1} "
-                                 f"is not encodable as UTF-8: {exc}") from None
-            yield self._infer(rows)
+                raise ValueError(f"{self.name}: text {i} cannot be encoded as UTF-8: {exc}") from None
+        groups = [encoded[start : start + self.max_batch_size] for start in range(0, len(encoded), self.max_batch_size)]
+        return self._infer(groups)
 
-    def _images(self, images: list[np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
+    def _images(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         check_images(images, self.name)
-        rows: list[bytes] = []
-        size = 0
+        groups: list[list[bytes]] = []
+        group: list[bytes] = []
+        widest = real = 0
         for image in images:
-            if rows and (len(rows) == self.max_batch_size or size + image.nbytes > MAX_REQUEST_BYTES):
-                yield self._infer(np.array(rows, dtype=np.object_).reshape(-1, 1))
-                rows, size = [], 0
-            rows.append(contract.encode_image(image))
-            size += image.nbytes
-        if rows:
-            yield self._infer(np.array(rows, dtype=np.object_).reshape(-1, 1))
+            frame = contract.encode_image(image)
+            padded = max(widest, len(frame)) * (len(group) + 1)
+            if group and (
+                len(group) == self.max_batch_size
+                or padded > MAX_REQUEST_BYTES
+                or padded > _PADDING_ALLOWANCE * (real + len(frame))
+            ):
+                groups.append(group)
+                group, widest, real = [], 0, 0
+            group.append(frame)
+            widest = max(widest, len(frame))
+            real += len(frame)
+        if group:
+            groups.append(group)
+        return self._infer(groups)
 
-    def _infer(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+    def _infer(self, groups: list[list[bytes]]) -> list[dict[str, np.ndarray]]:
+        item, length = (tensor.name for tensor in self._signature.inputs)
+        requests = []
+        for group in groups:
+            rows, lengths = contract.pack_rows(group)
+            requests.append({item: rows, length: lengths})
         outputs = [output.name for output in self._signature.outputs]
-        return self.client.infer(self.model, {self._signature.input.name: rows}, outputs)
+        return self.client.infer_many(self.model, requests, outputs)
 
-    def _vectors(self, answers: Iterator[dict[str, np.ndarray]], output: str, width: int | None) -> np.ndarray:
-        parts = [answer[output].astype(np.float32, copy=False) for answer in answers]
-        if width is None:
-            return np.concatenate([p.reshape(-1) for p in parts]) if parts else np.zeros((0,), np.float32)
-        return np.concatenate([p.reshape(-1, width) for p in parts]) if parts else np.zeros((0, width), np.float32)
+    @staticmethod
+    def _vectors(answers: list[dict[str, np.ndarray]], output: str, width: int | None) -> np.ndarray:
+        shape = (-1,) if width is None else (-1, width)
+        parts = [answer[output].astype(np.float32, copy=False).reshape(shape) for answer in answers]
+        if not parts:
+            return np.zeros((0,) if width is None else (0, width), np.float32)
+        return np.concatenate(parts)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model!r} on {self.client.url})"
@@ -116,9 +134,15 @@ class RemoteNearDuplicateDescriptor(_RemoteModel):
 class _RemoteClipImage(_RemoteModel):
     kind = ModelKind.CLIP_IMAGE
 
+    def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
+        return self._vectors(self._images(images), contract.EMBEDDING, int(self.parameters[contract.PARAM_DIM]))
+
 
 class _RemoteClipText(_RemoteModel):
     kind = ModelKind.CLIP_TEXT
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        return self._vectors(self._texts(texts), contract.EMBEDDING, int(self.parameters[contract.PARAM_DIM]))
 
 
 class RemoteClipEncoder:
@@ -130,15 +154,17 @@ class RemoteClipEncoder:
         image_dim = int(self._image.parameters[contract.PARAM_DIM])
         text_dim = int(self._text.parameters[contract.PARAM_DIM])
         if image_dim != text_dim:
-            raise ValueError(f"CLIP towers disagree: {image_model!r} has dim {image_dim}, {text_model!r} has {text_dim}")
+            raise ValueError(
+                f"CLIP towers disagree: {image_model!r} has dim {image_dim}, {text_model!r} has {text_dim}"
+            )
         self.dim = image_dim
         self.name = f"triton:{image_model}+{text_model}"
 
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
-        return self._image._vectors(self._image._images(images), contract.EMBEDDING, self.dim)
+        return self._image.embed_images(images)
 
     def embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self._text._vectors(self._text._texts(texts), contract.EMBEDDING, self.dim)
+        return self._text.embed_texts(texts)
 
 
 class RemoteLanguageIdentifier(_RemoteModel):
@@ -147,7 +173,29 @@ class RemoteLanguageIdentifier(_RemoteModel):
     def detect(self, texts: list[str]) -> list[tuple[str, float]]:
         detected: list[tuple[str, float]] = []
         for answer in self._texts(texts):
-            languages: Sequence[bytes] = answer[contract.LANGUAGE].reshape(-1)
+            codes = [row.tobytes().rstrip(b"\0").decode("utf-8") for row in answer[contract.LANGUAGE]]
             probabilities = answer[contract.PROBABILITY].reshape(-1)
-            detected += [(code.decode("utf-8"), float(p)) for code, p in zip(languages, probabilities, strict=True)]
+            detected += [(code, float(p)) for code, p in zip(codes, probabilities, strict=True)]
         return detected
+
+
+_REMOTE_CLASSES: dict[ModelKind, type[_RemoteModel]] = {
+    cls.kind: cls
+    for cls in (RemoteTextToxicity, RemoteImageNSFW, RemoteFaceDetector, RemoteNearDuplicateDescriptor,
+                RemoteLanguageIdentifier)
+}
+
+
+def remote_model(kind: str | ModelKind, client: TritonClient, model: str) -> _RemoteModel | RemoteClipEncoder:
+    """The Triton-backed model of ``kind`` served as ``model``.
+
+    ``kind="clip"`` gives a :class:`RemoteClipEncoder` over the two towers ``<model>_image`` and
+    ``<model>_text`` (the names :func:`shared.triton.repository.clip_model_specs` gives them).
+    """
+    if kind == "clip":
+        return RemoteClipEncoder(client, contract.clip_tower_name(model, ModelKind.CLIP_IMAGE),
+                                 contract.clip_tower_name(model, ModelKind.CLIP_TEXT))
+    kind = ModelKind(kind)
+    if kind not in _REMOTE_CLASSES:
+        raise ValueError(f"{kind.value} is one tower of a CLIP model: use kind 'clip' or RemoteClipEncoder")
+    return _REMOTE_CLASSES[kind](client, model)

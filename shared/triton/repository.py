@@ -79,6 +79,16 @@ class ModelSpec:
         json.dumps(dict(self.factory_kwargs))  # fail here, not inside Triton
 
 
+def clip_model_specs(name: str, factory: str, dim: int, **fields: Any) -> list[ModelSpec]:
+    """The two models serving one CLIP encoder: ``<name>_image`` and ``<name>_text``, one factory.
+
+    Each tower is its own Triton model (its own batches and instances); the factory builds the
+    whole encoder in each, and each calls only its own half.
+    """
+    return [ModelSpec(contract.clip_tower_name(name, kind), factory, kind, dim=dim, **fields)
+            for kind in (ModelKind.CLIP_IMAGE, ModelKind.CLIP_TEXT)]
+
+
 def write_model_repository(dest: Path, models: Sequence[ModelSpec]) -> Path:
     """Write one directory per model under ``dest`` (replacing those of the same name); return ``dest``."""
     names = [spec.name for spec in models]
@@ -117,7 +127,7 @@ def render_config(spec: ModelSpec) -> str:
         "}",
         f"instance_group [ {{ count: {spec.instances} kind: KIND_CPU }} ]",
         "input [",
-        _tensor(signature.input, spec),
+        ",\n".join(_tensor(tensor, spec) for tensor in signature.inputs),
         "]",
         "output [",
         ",\n".join(_tensor(output, spec) for output in signature.outputs),
@@ -130,7 +140,8 @@ def render_config(spec: ModelSpec) -> str:
 
 def _tensor(tensor: TensorSpec, spec: ModelSpec) -> str:
     dims = ", ".join(str(spec.dim if d == DIM else d) for d in tensor.dims)
-    return f"  {{ name: {_quote(tensor.name)} data_type: {tensor.data_type} dims: [ {dims} ] }}"
+    ragged = " allow_ragged_batch: true" if tensor.ragged else ""
+    return f"  {{ name: {_quote(tensor.name)} data_type: {tensor.data_type} dims: [ {dims} ]{ragged} }}"
 
 
 def _quote(text: str) -> str:

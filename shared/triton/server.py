@@ -63,6 +63,8 @@ WHEEL = "nvidia-pytriton"
 WHEEL_VERSION = "0.7.0"  # bundles Triton 2.51.0 (release 24.10)
 _SUPPORTED_MACHINES = ("x86_64", "aarch64")
 _PORT_IN_USE = ("already in use", "Address already in use", "Failed to bind")
+# what the server logs as errors on a machine without a GPU, harmlessly
+_CPU_ONLY_NOISE = ("CudaDriverHelper", "NVML", "DCGM")
 # the directory holding the `shared` package: models' factories import from the same checkout
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +113,8 @@ class TritonInstall:
             if not path.exists():
                 raise TritonServerError(f"{self.root} is not an unpacked {WHEEL} wheel: {path} is missing")
         if not self.stub().is_file():
-            have = sorted(p.name for p in self.stub().parent.parent.iterdir()) if self.stub().parent.parent.is_dir() else []
+            stubs = self.stub().parent.parent
+            have = sorted(p.name for p in stubs.iterdir()) if stubs.is_dir() else []
             raise TritonServerUnsupported(
                 f"{WHEEL} {WHEEL_VERSION} has no python-backend stub for Python "
                 f"{sys.version_info.major}.{sys.version_info.minor} (it has: {', '.join(have)})"
@@ -142,7 +145,9 @@ def find_tritonserver(*, fetch: bool = True) -> TritonInstall:
     install = TritonInstall(default_cache_dir())
     if not _is_unpacked(install):
         if not fetch:
-            raise TritonServerError(f"Triton is not in the cache {install.root}; run: python -m shared.triton.server --fetch")
+            raise TritonServerError(
+                f"Triton is not in the cache {install.root}; run: python -m shared.triton.server --fetch"
+            )
         _fetch_into(install.root)
     install.check()
     return install
@@ -190,7 +195,8 @@ def _fetch_into(root: Path) -> None:
             if root.exists():
                 shutil.rmtree(root)
             unpacked.rename(root)
-            log.info("triton_fetched", root=str(root), wheel=wheels[0].name, seconds=round(time.monotonic() - started, 1))
+            log.info("triton_fetched", root=str(root), wheel=wheels[0].name,
+                     seconds=round(time.monotonic() - started, 1))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -232,20 +238,27 @@ def _python_lib_dir() -> Path | None:
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Linux: SIGTERM the server if the process that started it dies without stopping it."""
+    """Linux: SIGTERM the server if the process that started it dies without stopping it.
+
+    The kernel ties this to the *thread* that started the server: start it from a thread that
+    lives as long as the server (the main thread, a fixture), not from a short-lived worker.
+    """
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def tail(path: Path, lines: int = 60) -> str:
-    """The error lines of a Triton log (the cause is often far above the end) and its last lines."""
+def tail(path: Path, lines: int = 60, offset: int = 0) -> str:
+    """The error lines of a Triton log after ``offset`` (the cause is often far above the end) and its last lines."""
     try:
-        all_lines = path.read_text(errors="replace").splitlines()
+        with open(path, "rb") as log_file:
+            log_file.seek(offset)
+            all_lines = log_file.read().decode(errors="replace").splitlines()
     except OSError:
         return f"<no log at {path}>"
-    errors = [line for line in all_lines if line.startswith("E") or "error" in line.lower()][:20]
+    errors = [line for line in all_lines
+              if (line.startswith("E") or "error" in line.lower()) and not any(n in line for n in _CPU_ONLY_NOISE)][:20]
     out = f"--- last {lines} lines of {path} ---\n" + "\n".join(all_lines[-lines:])
     if errors:
         out = f"--- error lines in {path} ---\n" + "\n".join(errors) + "\n" + out
@@ -284,6 +297,7 @@ class TritonServer:
         self.log_path = self.workdir / "tritonserver.log"
         self.start_seconds: float | None = None
         self._shm_prefix = ""
+        self._log_offset = 0  # where the current launch's part of the (appended) log begins
 
     @property
     def grpc_url(self) -> str:
@@ -311,13 +325,12 @@ class TritonServer:
             self._launch(install, backends)
             try:
                 self._wait_ready(started + timeout)
-            except TritonServerError as exc:
-                log_text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            except TritonServerError:
                 self.stop()
-                if attempt < 2 and any(marker in log_text for marker in _PORT_IN_USE):
+                if attempt < 2 and any(marker in self._log_since_launch() for marker in _PORT_IN_USE):
                     log.warning("triton_port_taken_retrying", attempt=attempt + 1)
                     continue
-                raise exc
+                raise
             self.start_seconds = time.monotonic() - started
             log.info("triton_started", grpc=self.grpc_url, http=self.http_url, metrics=self.metrics_url,
                      seconds=round(self.start_seconds, 2), log=str(self.log_path))
@@ -412,6 +425,7 @@ class TritonServer:
             cmd.append("--model-control-mode=explicit")
             cmd += [f"--load-model={name}" for name in self.models]
         log.info("triton_starting", command=" ".join(cmd), log=str(self.log_path))
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log_file:
             log_file.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
             log_file.flush()
@@ -429,13 +443,26 @@ class TritonServer:
             while True:
                 if self.proc is None or self.proc.poll() is not None:
                     code = None if self.proc is None else self.proc.returncode
-                    raise TritonServerError(f"tritonserver exited (code {code}) while starting\n{tail(self.log_path)}")
+                    raise TritonServerError(f"tritonserver exited (code {code}) while starting\n{self._tail()}")
                 try:
                     client.wait_ready(names, timeout=min(1.0, max(0.0, deadline - time.monotonic())))
                     return
                 except TritonError as exc:
                     if time.monotonic() >= deadline:
-                        raise TritonServerError(f"tritonserver not ready in time: {exc}\n{tail(self.log_path)}") from None
+                        raise TritonServerError(
+                            f"tritonserver not ready in time: {exc}\n{self._tail()}"
+                        ) from None
+
+    def _tail(self) -> str:
+        return tail(self.log_path, offset=self._log_offset)
+
+    def _log_since_launch(self) -> str:
+        try:
+            with open(self.log_path, "rb") as log_file:
+                log_file.seek(self._log_offset)
+                return log_file.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _remove_shared_memory(self) -> None:
         if not self._shm_prefix:

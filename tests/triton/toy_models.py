@@ -94,7 +94,8 @@ class GridDescriptor:
         rows = []
         for image in images:
             grey = image.astype(np.float64).mean(axis=2)
-            rows.append([cell.mean() for band in np.array_split(grey, 4, axis=0) for cell in np.array_split(band, 4, axis=1)])
+            cells = [cell for band in np.array_split(grey, 4, axis=0) for cell in np.array_split(band, 4, axis=1)]
+            rows.append([cell.mean() if cell.size else 0.0 for cell in cells])
         return _unit(np.asarray(rows).reshape(-1, self.dim))
 
 

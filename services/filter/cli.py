@@ -1,0 +1,60 @@
+"""``winnow filter``: DataComp's ``baselines.py`` on a directory of shard metadata.
+
+    winnow filter --name clip_score --arch l14 --fraction 0.3 \\
+        --metadata_dir out/embed --save_path subsets/clip_l14_30pct.npy
+
+The subset is a sorted ``.npy`` of dtype ``u8,u8``, as DataComp's, for ``winnow reshard``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from services.filter.apply import ARCHS, BASELINES, DEFAULT_NUM_CLUSTERS, FilterConfig, apply_filter
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "filter", help="make a DataComp baseline subset (.npy of uids) from shard metadata",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", required=True, choices=BASELINES, help="the baseline")
+    parser.add_argument("--metadata_dir", required=True,
+                        help="folder (any fsspec URI) of shard parquets, with .npz embeddings for image_based")
+    parser.add_argument("--save_path", required=True, help="where to write the subset .npy")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="clip_score baselines: keep samples whose CLIP score is >= this")
+    parser.add_argument("--fraction", type=float, default=None,
+                        help="clip_score baselines: keep the top fraction by CLIP score (0.3 keeps 30%%)")
+    parser.add_argument("--arch", choices=ARCHS, default=None, help="clip_score baselines: whose CLIP score")
+    parser.add_argument("--image_based_targets", default=None,
+                        help="image_based baselines: target L/14 image embeddings (.npy, .npz, .pt or a folder)")
+    parser.add_argument("--num_clusters", type=int, default=DEFAULT_NUM_CLUSTERS,
+                        help="image_based baselines: k-means clusters of the pool's L/14 image embeddings")
+    parser.add_argument("--centroids", default=None,
+                        help="image_based baselines: a .npy of centroids to use instead of clustering the pool")
+    parser.add_argument("--seed", type=int, default=0, help="k-means seed")
+    parser.add_argument("--synset_ids", default=None,
+                        help="text_based: ImageNet-21k WordNet ids, one n01234567 a line (default: timm's list)")
+    parser.add_argument("--wordnet_dir", default=None, help="text_based: a WordNet 3.0 database directory")
+    parser.add_argument("--num_workers", type=int, default=None, help="parquet files read at once")
+    parser.set_defaults(func=filter_command)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> FilterConfig:
+    return FilterConfig(
+        name=args.name, metadata_dir=args.metadata_dir, save_path=args.save_path, threshold=args.threshold,
+        fraction=args.fraction, arch=args.arch, image_based_targets=args.image_based_targets,
+        num_clusters=args.num_clusters, centroids=args.centroids, seed=args.seed, synset_ids=args.synset_ids,
+        wordnet_dir=args.wordnet_dir, num_workers=args.num_workers)
+
+
+def filter_command(args: argparse.Namespace) -> int:
+    result = apply_filter(config_from_args(args))
+    share = result.kept / result.candidates if result.candidates else 0.0
+    threshold = f", threshold {result.threshold:.6g}" if result.threshold is not None else ""
+    Console().print(f"{result.name}: kept {result.kept:,} of {result.candidates:,} samples ({share:.1%}{threshold}) "
+                    f"in {result.seconds:.1f}s -> {args.save_path}")
+    return 0

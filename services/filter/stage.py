@@ -1,0 +1,71 @@
+"""The filter stage: once every shard of a job has passed the last curation stage, apply a
+DataComp baseline to the whole pool and reshard the subset.
+
+Unlike the per-shard stages it acts on a job: each incoming ShardRef checks whether the job is
+complete (every shard's completion marker exists); the first message that finds it complete
+runs the filter and the resharder, and their output's own marker (``reshard/_done.json``) makes
+every later message, and any replica racing it, a cheap no-op that publishes the same result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+
+from services.filter.apply import FilterConfig, apply_filter
+from services.reshard.resharder import ReshardConfig, reshard
+from shared import storage
+from shared.messages import ShardRef, make_ref
+from shared.shards import is_complete, shard_prefix
+from shared.stage import Stage
+
+DONE_MARKER = "_done.json"
+
+
+@dataclass(frozen=True)
+class FilterOptions:
+    filter: FilterConfig  # metadata_dir and save_path are filled in per job
+    shard_size: int = 10_000
+    shuffle_buffer: int = 0
+    blur_faces: bool = False  # blur again at reshard time from face_bboxes (when no blur stage ran)
+
+
+class FilterStage(Stage):
+    name = "filter"
+    output_name = "reshard"
+
+    def __init__(self, options: FilterOptions) -> None:
+        self.options = options
+
+    def process_shard(self, ref: ShardRef, prefix: str):  # pragma: no cover - jobs, not shards
+        raise TypeError("the filter stage works on whole jobs; call process()")
+
+    def job_complete(self, ref: ShardRef) -> bool:
+        source = storage.join(ref.job_root, ref.stage)
+        return ref.shard_count > 0 and all(is_complete(shard_prefix(source, i)) for i in range(ref.shard_count))
+
+    def process(self, ref: ShardRef) -> ShardRef | None:
+        """The resharded subset's reference once the job is complete; None while it is not."""
+        output_dir = storage.join(ref.job_root, self.output_name)
+        marker = storage.join(output_dir, DONE_MARKER)
+        if not storage.exists(marker):
+            if not self.job_complete(ref):
+                return None
+            summary = self.run_job(ref.job_root, storage.join(ref.job_root, ref.stage), output_dir)
+            storage.write_text(marker, json.dumps(summary, indent=1, default=str))
+        summary = json.loads(storage.read_text(marker))
+        return make_ref(job_id=ref.job_id, shard_id=0, stage=self.output_name, uri=output_dir,
+                        sample_count=summary["samples_written"], job_root=ref.job_root,
+                        shard_count=summary["output_shards"])
+
+    def run_job(self, job_root: str, metadata_dir: str, output_dir: str) -> dict:
+        subset_path = storage.join(job_root, self.name, f"{self.options.filter.name}.npy")
+        storage.makedirs(storage.join(job_root, self.name))
+        config = replace(self.options.filter, metadata_dir=metadata_dir, save_path=subset_path)
+        filtered = apply_filter(config)
+        resharded = reshard(ReshardConfig(input_dir=metadata_dir, output_dir=output_dir, subset_file=subset_path,
+                                          shard_size=self.options.shard_size,
+                                          shuffle_buffer=self.options.shuffle_buffer,
+                                          blur_faces=self.options.blur_faces, overwrite=True))
+        return {"filter": self.options.filter.name, "subset": subset_path, "kept": int(len(filtered.uids)),
+                **{k: v for k, v in asdict(resharded).items()}}

@@ -1,0 +1,1 @@
+"""Resharding: the samples a subset names, copied into new shards (repeats upsampled)."""

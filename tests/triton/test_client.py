@@ -1,0 +1,53 @@
+"""The client and the installation, without a running server."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from shared.triton import contract
+from shared.triton.client import TritonClient, TritonUnavailable
+from shared.triton.server import TritonServerError, find_tritonserver
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_is_unavailable_after_retries():
+    with TritonClient(f"127.0.0.1:{_closed_port()}", init_timeout_s=2, retries=2, backoff_s=0.05) as client:
+        rows, lengths = contract.pack_rows([b"x"])
+        started = time.monotonic()
+        with pytest.raises(TritonUnavailable, match="is unavailable") as info:
+            client.infer("m", {contract.TEXT: rows, contract.TEXT_LENGTH: lengths}, [contract.SCORE])
+        assert info.value.status == "UNAVAILABLE"
+        assert time.monotonic() - started >= 0.05 + 0.1  # two backoffs
+        with pytest.raises(TritonUnavailable, match="not ready within 0.5 s"):
+            client.wait_ready(["m"], timeout=0.5)
+        assert client.model_ready("m") is False
+
+
+def test_triton_home_must_be_an_unpacked_wheel(tmp_path, monkeypatch):
+    monkeypatch.setenv("WINNOW_TRITON_HOME", str(tmp_path))
+    with pytest.raises(TritonServerError, match="is not an unpacked nvidia-pytriton wheel"):
+        find_tritonserver()
+
+
+def test_triton_home_is_used_as_it_is(triton_install, monkeypatch):
+    monkeypatch.setenv("WINNOW_TRITON_HOME", str(triton_install.root))
+    install = find_tritonserver(fetch=False)
+    assert install.root == triton_install.root
+    assert install.binary.is_file() and install.stub().is_file()
+
+
+def test_bytes_and_numeric_inputs_map_to_triton_types():
+    texts = TritonClient._infer_input("T", np.array([["a"], ["bc"]], dtype=np.object_))
+    assert (texts.datatype(), texts.shape()) == ("BYTES", [2, 1])
+    assert TritonClient._infer_input("X", np.zeros((3, 4), np.float32)).datatype() == "FP32"
+    with pytest.raises(TypeError, match="no Triton equivalent"):
+        TritonClient._infer_input("C", np.zeros(2, np.complex64))
