@@ -18,15 +18,20 @@ fi
 # seconds once the large wheels (torch) have been downloaded one time.
 [ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
 uv pip sync --quiet --python .venv/bin/python requirements.lock
+uv pip install --quiet --python .venv/bin/python --no-deps -r requirements-nodeps.txt
 uv pip install --quiet --python .venv/bin/python --no-deps -e .
 .venv/bin/python -m shared.protogen
 
 if $want_test; then
   # Real images for the tests (Debian openclipart-png; scikit-image's ship in its wheel).
-  if [ ! -d /usr/share/openclipart/png ]; then
+  # WordNet (Debian wordnet-base) for the text-based filter's real test.
+  if [ ! -d /usr/share/openclipart/png ] || [ ! -d /usr/share/wordnet ]; then
     sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-    $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png >/dev/null
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png wordnet-base >/dev/null
   fi
   # Apache Kafka's jars from Maven Central (cached in ~/.cache/winnow).
   .venv/bin/python -m tests.infra.kafka_broker --fetch >/dev/null
+  # Triton's server binary and python backend, unpacked from the nvidia-pytriton wheel.
+  .venv/bin/python -m shared.triton.server --fetch >/dev/null
 fi

@@ -274,7 +274,7 @@ class ShardWriter:
 def read_table(prefix: str) -> pa.Table:
     """The shard's ledger (every sample that entered the stage)."""
     try:
-        table = pq.read_table(io.BytesIO(storage.read_bytes(f"{prefix}.parquet")))
+        table = pq.ParquetFile(io.BytesIO(storage.read_bytes(f"{prefix}.parquet"))).read()
     except (pa.ArrowInvalid, OSError) as exc:
         raise ShardFormatError(f"unreadable shard parquet {prefix}.parquet: {exc}") from exc
     version = (table.schema.metadata or {}).get(b"winnow_schema_version")

@@ -17,7 +17,6 @@ import uuid
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
@@ -50,6 +49,8 @@ def _read_table(uri: str, fmt: str, url_col: str, caption_col: str | None) -> pa
     fs, path = storage.filesystem(uri)
     try:
         if fmt == "parquet":
+            import pyarrow.dataset as pads  # heavy (pulls pandas in): only when a pool is read
+
             return pads.dataset(path, filesystem=fs, format="parquet").to_table()
         raw = fs.cat_file(path)
         if fmt == "txt":
@@ -135,6 +136,6 @@ def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format:
 
 def read_pool_slice(ref: ShardRef) -> pa.Table:
     try:
-        return pq.read_table(io.BytesIO(storage.read_bytes(ref.uri + ".parquet")))
+        return pq.ParquetFile(io.BytesIO(storage.read_bytes(ref.uri + ".parquet"))).read()
     except (pa.ArrowInvalid, OSError) as exc:
         raise ShardFormatError(f"unreadable pool slice {ref.uri}.parquet: {exc}") from exc
