@@ -21,6 +21,7 @@ from services.reshard import cli as reshard_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from services.pipeline import STAGE_NAMES
 from shared.logs import configure_logging
+from shared.models import cli as models_cli
 from shared.shards import ShardFormatError
 from shared.summary import print_stage_summary
 
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup_cli.add_parser(subparsers)
     filter_cli.add_parser(subparsers)
     reshard_cli.add_parser(subparsers)
+    models_cli.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,157 @@
+"""``winnow models``: list the models, write the Triton model repository, fetch production weights.
+
+    winnow models list                               every preset, its weights, whether they are here
+    winnow models repository --out DIR [--preset P]  the Triton model repository for a preset
+    winnow models fetch [--dest DIR]                 DataComp's production weights (needs the internet)
+    winnow models serve --repository DIR             Triton on that repository, in the foreground
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from shared.models.registry import ModelPreset, all_presets, preset
+
+WEIGHTS_DIR = Path(os.environ.get("WINNOW_MODELS_DIR", Path.home() / ".cache" / "winnow" / "models"))
+KIND_TO_TRITON = {"text_toxicity": "text_toxicity", "image_nsfw": "image_nsfw", "face_detector": "face_detector",
+                  "near_duplicate": "near_duplicate", "language_id": "language_id"}
+
+
+def add_parser(subparsers) -> None:
+    models = subparsers.add_parser("models", help="list, serve and fetch the models")
+    commands = models.add_subparsers(dest="models_command", required=True)
+    listing = commands.add_parser("list", help="every preset and whether its weights are present")
+    listing.set_defaults(func=list_models)
+    repository = commands.add_parser("repository", help="write the Triton model repository for a preset")
+    repository.add_argument("--out", required=True)
+    repository.add_argument("--preset", default="offline")
+    repository.add_argument("--clip_model", action="append", default=[], metavar="KEY=ARCH[:CHECKPOINT]",
+                            help="also serve a CLIP model as clip_KEY (e.g. b32=ViT-B-32:openai)")
+    repository.set_defaults(func=write_repository)
+    fetch = commands.add_parser("fetch", help="download DataComp's production weights (needs the internet)")
+    fetch.add_argument("--dest", default=str(WEIGHTS_DIR))
+    fetch.set_defaults(func=fetch_weights)
+    serve = commands.add_parser("serve", help="run Triton on a model repository until interrupted")
+    serve.add_argument("--repository", required=True)
+    serve.add_argument("--workdir", default="")
+    serve.set_defaults(func=serve_repository)
+
+
+def weights_present(chosen: ModelPreset) -> str:
+    """'yes', 'no' or a short reason, without loading the model."""
+    import importlib.util
+
+    module = chosen.factory.partition(":")[0]
+    if importlib.util.find_spec(module) is None:
+        return "no (module missing)"
+    if chosen.preset == "production":
+        from shared.models.production import PRODUCTION_WEIGHTS
+
+        files = [entry for name, entry in PRODUCTION_WEIGHTS.items() if name in chosen.factory or
+                 name.lower() in chosen.factory.lower()]
+        if files and not all((WEIGHTS_DIR / entry[1]).exists() for entry in files):
+            return f"no (winnow models fetch -> {WEIGHTS_DIR})"
+        return "yes" if files else "unknown"
+    return "yes (in the package)"
+
+
+def list_models(args: argparse.Namespace) -> int:
+    table = Table(title="winnow models")
+    for column in ("kind", "preset", "weights", "threshold", "present"):
+        table.add_column(column)
+    for chosen in all_presets():
+        table.add_row(chosen.kind, chosen.preset, chosen.weights,
+                      "" if chosen.threshold is None else str(chosen.threshold), weights_present(chosen))
+    Console(width=max(Console().width, 110)).print(table)
+    return 0
+
+
+def repository_specs(preset_name: str, clip_models: list[str]):
+    """The Triton model specs serving every model kind of a preset (and any CLIP models)."""
+    from services.pipeline import parse_clip_model
+    from shared.triton.contract import ModelKind
+    from shared.triton.repository import ModelSpec, clip_model_specs
+
+    specs = []
+    for chosen in all_presets():
+        if chosen.preset != preset_name:
+            continue
+        fields = {}
+        if chosen.kind == "near_duplicate":
+            model = chosen.build()
+            fields = {"dim": model.dim, "threshold": model.threshold}
+        specs.append(ModelSpec(chosen.triton_model, chosen.factory, ModelKind(chosen.kind),
+                               factory_kwargs=chosen.kwargs, **fields))
+    for spec in clip_models:
+        key, arch, pretrained = parse_clip_model(spec)
+        from shared.models.clip import OpenClipEncoder
+
+        dim = OpenClipEncoder(arch, pretrained).dim
+        specs += clip_model_specs(f"clip_{key}", "shared.models.clip:OpenClipEncoder", dim=dim,
+                                  factory_kwargs={"arch": arch, "pretrained": pretrained})
+    return specs
+
+
+def write_repository(args: argparse.Namespace) -> int:
+    from shared.triton.repository import write_model_repository
+
+    preset("text_toxicity", args.preset)  # an unknown preset fails here, clearly
+    specs = repository_specs(args.preset, args.clip_model)
+    write_model_repository(Path(args.out), specs)
+    Console().print(f"wrote {len(specs)} models to {args.out}: {', '.join(s.name for s in specs)}")
+    return 0
+
+
+def fetch_weights(args: argparse.Namespace) -> int:
+    from shared.models.production import PRODUCTION_WEIGHTS
+
+    console = Console()
+    dest = Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name, entry in PRODUCTION_WEIGHTS.items():
+        url, filename, sha256 = entry[0], entry[1], entry[2]
+        target = dest / filename
+        if target.exists():
+            console.print(f"{name}: {target} already here")
+            continue
+        console.print(f"{name}: {url}")
+        partial = target.with_suffix(target.suffix + ".part")
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+        if sha256 and digest.hexdigest() != sha256:
+            partial.unlink()
+            raise ValueError(f"{name}: sha256 {digest.hexdigest()} is not the published {sha256}")
+        partial.rename(target)
+    import open_clip
+
+    for arch in ("ViT-B-32", "ViT-L-14"):
+        console.print(f"open_clip {arch} openai")
+        open_clip.create_model(arch, pretrained="openai")
+    return 0
+
+
+def serve_repository(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    from shared.triton.server import TritonServer
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="winnow-triton-"))
+    with TritonServer(Path(args.repository), workdir) as server:
+        Console().print(f"Triton serving {args.repository} at {server.grpc_url} (gRPC); Ctrl-C stops it")
+        try:
+            while server.proc is not None and server.proc.poll() is None:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
