@@ -99,10 +99,14 @@ class RunResult:
     dead_letters: list[DeadLetter]
 
 
-def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stage: int = 2,
+def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stage: int = 2, partitions: int = 4,
                  max_attempts: int = 3, show_progress: bool = True, console: Console | None = None) -> RunResult:
-    """Run ``stages`` in order over the job's pool slices; returns per-stage totals."""
-    bus = InProcessBus()
+    """Run ``stages`` in order over the job's pool slices; returns per-stage totals.
+
+    With one partition and one worker per stage, every stage sees the shards in order, so
+    order-dependent decisions (which of two duplicates is kept) are reproducible.
+    """
+    bus = InProcessBus(default_partitions=partitions)
     input_topics = [shards_topic(POOL_STAGE)] + [shards_topic(s.name) for s in stages[:-1]]
     output_topics = [shards_topic(s.name) for s in stages]
     dead_letter_topics = [f"{t}.dlq" for t in input_topics]

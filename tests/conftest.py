@@ -17,6 +17,13 @@ from tests.infra.images import make_jpeg_corpus, skimage_photos
 from tests.infra.kafka_broker import KafkaBroker
 from tests.infra.s3_server import S3Server
 
+from shared.triton.client import TritonClient
+from shared.triton.repository import write_model_repository
+from shared.triton.server import TritonServer, TritonServerUnsupported, find_tritonserver
+from tests.triton.served_models import REAL_MODELS, TOY_MODELS
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory) -> str:
@@ -73,3 +80,53 @@ def web(web_root) -> ImageServer:
 def unique() -> str:
     """A short unique suffix for topic, group and job names."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_checkpoint(tmp_path_factory) -> str:
+    """A small CLIP of winnow's tiny architecture with fixed random weights, saved as open_clip does."""
+    import open_clip
+    import torch
+
+    from shared.models.clip import register_winnow_configs
+
+    register_winnow_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("winnow-tiny-ViT")
+    path = tmp_path_factory.mktemp("clip") / "tiny.pt"
+    torch.save({"state_dict": model.state_dict(), "epoch": 0}, path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def triton_repository(tmp_path_factory, tiny_clip_checkpoint) -> Path:
+    """Toy models, winnow's offline presets, and the tiny CLIP as ``clip_tiny`` (loaded on demand)."""
+    from shared.triton.repository import clip_model_specs
+
+    clip = clip_model_specs("clip_tiny", "shared.models.clip:OpenClipEncoder", dim=128,
+                            factory_kwargs={"arch": "winnow-tiny-ViT", "pretrained": tiny_clip_checkpoint})
+    return write_model_repository(tmp_path_factory.mktemp("model_repository"), TOY_MODELS + REAL_MODELS + clip)
+
+
+@pytest.fixture(scope="session")
+def triton_install():
+    try:
+        return find_tritonserver()
+    except TritonServerUnsupported as exc:
+        pytest.skip(f"no tritonserver binary for this platform: {exc}")
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_repository, triton_install, tmp_path_factory) -> TritonServer:
+    server = TritonServer(triton_repository, tmp_path_factory.mktemp("triton"), install=triton_install,
+                          models=[spec.name for spec in TOY_MODELS], python_path=[REPO_ROOT])
+    server.start(timeout=240)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def triton_client(triton_server) -> TritonClient:
+    with TritonClient(triton_server.grpc_url, init_timeout_s=10, infer_timeout_s=60, retries=2,
+                      backoff_s=0.1, max_in_flight=4) as client:
+        yield client

@@ -1,23 +1,28 @@
 """One image in, one resized and encoded image out, with img2dataset's resize modes.
 
-The decoder asks libjpeg for a reduced-size decode (DCT scaling, PIL's draft mode) when the
-target is at most half the source, which is most of the work saved on large photos. Without
-a draft, a reduction is an area (box) filter, as img2dataset's ``INTER_AREA``; after one, the
-remaining reduction is under 2x, where a box filter blends neighbours at shifting phases, so
-a Hamming filter finishes it, over the exact source region the draft covers (as close to a
-full decode as Lanczos, within about 1 dB PSNR, at two thirds of its cost: see
-``benchmarks/download.py``). Upscaling uses Lanczos, as img2dataset. Alpha is matted on white,
-as img2dataset does.
+A JPEG that shrinks at least 2x is decoded by libjpeg-turbo at a reduced DCT scale (1/2, 1/4
+or 1/8, through simplejpeg), which is most of the work saved on large photos, and finished with
+OpenCV's bicubic (the remaining reduction is under 2x); this costs about half of a full decode
+and resize and stays within 2/255 mean absolute difference of it (see
+``tests/downloader/test_resize.py`` and ``benchmarks/download.py``). Other images go through
+PIL: a plain reduction is an area (box) filter, as img2dataset's ``INTER_AREA``, an upscale is
+Lanczos, as img2dataset's. Alpha is matted on white, as img2dataset does.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from enum import Enum
 
+import cv2
+import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
+
+cv2.setNumThreads(1)  # parallelism comes from the downloader's threads and processes
 
 
 class ResizeMode(str, Enum):
@@ -102,6 +107,48 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def _scaled_jpeg(data: bytes, target: tuple[int, int], original: tuple[int, int]) -> Image.Image | None:
+    """Decode a JPEG at the smallest power-of-two DCT scale (1/2, 1/4, 1/8) that still covers
+    ``target`` (libjpeg-turbo through simplejpeg), then finish with OpenCV's bicubic.
+
+    The scaled decode rounds the size up (2137 px at 1/4 gives 535 px for 534.25 px of
+    source), so it is scaled by the exact source ratio and cropped, keeping pixels aligned.
+    None when this path does not apply (CMYK, corrupt data): PIL takes over, and reports.
+    """
+    try:
+        pixels = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=target[0], min_height=target[1],
+                                        min_factor=2, strict=True)
+    except ValueError:
+        return None
+    height, width = pixels.shape[:2]
+    factor = 2 ** round(math.log2(original[0] / width))
+    scaled = (max(target[0], round(width * target[0] * factor / original[0])),
+              max(target[1], round(height * target[1] * factor / original[1])))
+    pixels = cv2.resize(pixels, scaled, interpolation=cv2.INTER_CUBIC)[: target[1], : target[0]]
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def _resized_with_pil(image: Image.Image, target: tuple[int, int] | None, original_width: int) -> Image.Image:
+    """Any format PIL reads: a draft (reduced-size JPEG decode) when it helps, then a resample."""
+    draft_box = None
+    if target is not None and image.format == "JPEG" and target[0] * 2 <= original_width:
+        drafted = image.draft("RGB", target)
+        if drafted is not None and image.size[0] != original_width:
+            # The reduced image rounds the source size up; its box maps back to the exact source area.
+            draft_box = drafted[1]
+    image.load()
+    image = _to_rgb(image)
+    if target is None:
+        return image
+    if draft_box is not None:
+        resample = Image.Resampling.HAMMING
+    elif target[0] < image.width:
+        resample = Image.Resampling.BOX
+    else:
+        resample = Image.Resampling.LANCZOS
+    return image.resize(target, resample, box=draft_box)
+
+
 def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
     """Decode, check, resize and encode one image; raises ResizeError with a reason."""
     try:
@@ -129,12 +176,6 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
 
     target = _target_size(original_width, original_height, options)
     source_format = image.format
-    draft_box = None
-    if target is not None and source_format == "JPEG" and target[0] * 2 <= original_width:
-        drafted = image.draft("RGB", target)
-        if drafted is not None and image.size != (original_width, original_height):
-            # The reduced image rounds the source size up; its box maps back to the exact source area.
-            draft_box = drafted[1]
     keep_source = (
         options.skip_reencode
         and target is None
@@ -147,19 +188,18 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
             image.verify()  # checks the data without decoding the pixels
             return ResizedImage(data, original_width, original_height, original_width, original_height,
                                 options.encode_format)
-        image.load()
+        resized = None
+        if (target is not None and source_format == "JPEG" and image.mode in ("RGB", "L")
+                and target[0] * 2 <= original_width):
+            resized = _scaled_jpeg(data, target, (original_width, original_height))
+        if resized is None:
+            resized = _resized_with_pil(image, target, original_width)
+        image = resized
+    except ResizeError:
+        raise
     except Exception as exc:  # truncated or corrupt data surfaces only when decoding
         raise ResizeError("decode_error", f"cannot decode image: {exc}") from exc
 
-    image = _to_rgb(image)
-    if target is not None:
-        if draft_box is not None:
-            resample = Image.Resampling.HAMMING
-        elif target[0] < image.width:
-            resample = Image.Resampling.BOX
-        else:
-            resample = Image.Resampling.LANCZOS
-        image = image.resize(target, resample, box=draft_box)
     if options.resize_mode is ResizeMode.center_crop and target is not None:
         size = options.image_size
         left, top = (image.width - size) // 2, (image.height - size) // 2

@@ -2,7 +2,8 @@
 
 ``WINNOW_CLIP_MODELS`` maps model keys to open_clip models, as JSON, e.g.
 ``{"b32": {"arch": "ViT-B-32", "pretrained": "openai"}, "l14": {"arch": "ViT-L-14", "pretrained": "openai"}}``.
-With ``WINNOW_TRITON_URL`` set, each key is served by the Triton model ``clip_<key>``.
+With ``WINNOW_TRITON_URL`` set, each key is served by the Triton model ``clip_<key>`` (or the
+spec's ``triton_model``).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ class EmbedSettings(CurationSettings):
 
 
 def build_stage(settings: EmbedSettings) -> EmbedStage:
-    return EmbedStage({key: clip_factory(spec["arch"], spec.get("pretrained"), settings.triton_url, f"clip_{key}",
-                                         settings.device)
+    return EmbedStage({key: clip_factory(spec["arch"], spec.get("pretrained"), settings.triton_url,
+                                         spec.get("triton_model", f"clip_{key}"), settings.device)
                        for key, spec in settings.clip_models.items()}, batch_size=settings.batch_size)
 
 

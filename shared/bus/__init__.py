@@ -10,10 +10,10 @@ from shared.bus.memory import InProcessBus
 __all__ = ["Bus", "Consumer", "InProcessBus", "Message", "open_bus"]
 
 
-def open_bus(bootstrap_servers: str | None, client_id: str = "winnow", **kafka_options) -> Bus:
+def open_bus(bootstrap_servers: str | None, client_id: str = "winnow", partitions: int = 4, **kafka_options) -> Bus:
     """Kafka when bootstrap servers are given, otherwise a fresh in-process bus."""
     if bootstrap_servers:
         from shared.bus.kafka import KafkaBus
 
-        return KafkaBus(bootstrap_servers, client_id=client_id, **kafka_options)
-    return InProcessBus()
+        return KafkaBus(bootstrap_servers, client_id=client_id, default_partitions=partitions, **kafka_options)
+    return InProcessBus(default_partitions=partitions)

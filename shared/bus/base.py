@@ -32,8 +32,8 @@ class Consumer(Protocol):
 
 
 class Bus(Protocol):
-    def ensure_topics(self, topics: list[str], partitions: int = 4) -> None:
-        """Create the topics that do not exist yet."""
+    def ensure_topics(self, topics: list[str], partitions: int | None = None) -> None:
+        """Create the topics that do not exist yet (with the bus's default partition count)."""
 
     def send(self, topic: str, key: str, value: bytes) -> None: ...
 

@@ -22,7 +22,8 @@ class KafkaBus:
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "winnow", max_poll_interval_ms: int = 1_800_000,
                  session_timeout_ms: int = 10_000, request_timeout_ms: int = 30_000, replication_factor: int = 1,
-                 security: dict | None = None) -> None:
+                 default_partitions: int = 4, security: dict | None = None) -> None:
+        self.default_partitions = default_partitions
         self.bootstrap_servers = bootstrap_servers
         self.replication_factor = replication_factor
         self.client_id = client_id
@@ -45,7 +46,8 @@ class KafkaBus:
             )
         return self._producer
 
-    def ensure_topics(self, topics: list[str], partitions: int = 4) -> None:
+    def ensure_topics(self, topics: list[str], partitions: int | None = None) -> None:
+        partitions = partitions or self.default_partitions
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, **self._security)
         try:
             existing = set(admin.list_topics())

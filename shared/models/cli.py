@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from shared.models.registry import ModelPreset, all_presets, preset
+from shared.models.registry import ModelPreset, all_presets, models_dir, preset
 
-WEIGHTS_DIR = Path(os.environ.get("WINNOW_MODELS_DIR", Path.home() / ".cache" / "winnow" / "models"))
-KIND_TO_TRITON = {"text_toxicity": "text_toxicity", "image_nsfw": "image_nsfw", "face_detector": "face_detector",
-                  "near_duplicate": "near_duplicate", "language_id": "language_id"}
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +32,7 @@ def add_parser(subparsers) -> None:
                             help="also serve a CLIP model as clip_KEY (e.g. b32=ViT-B-32:openai)")
     repository.set_defaults(func=write_repository)
     fetch = commands.add_parser("fetch", help="download DataComp's production weights (needs the internet)")
-    fetch.add_argument("--dest", default=str(WEIGHTS_DIR))
+    fetch.add_argument("--dest", default="", help="default: WINNOW_MODELS_DIR or ~/.cache/winnow/models")
     fetch.set_defaults(func=fetch_weights)
     serve = commands.add_parser("serve", help="run Triton on a model repository until interrupted")
     serve.add_argument("--repository", required=True)
@@ -45,21 +41,17 @@ def add_parser(subparsers) -> None:
 
 
 def weights_present(chosen: ModelPreset) -> str:
-    """'yes', 'no' or a short reason, without loading the model."""
+    """'yes', 'no' and why, without loading the model."""
     import importlib.util
 
-    module = chosen.factory.partition(":")[0]
-    if importlib.util.find_spec(module) is None:
-        return "no (module missing)"
-    if chosen.preset == "production":
-        from shared.models.production import PRODUCTION_WEIGHTS
+    from shared.models.production import PRODUCTION_WEIGHTS
 
-        files = [entry for name, entry in PRODUCTION_WEIGHTS.items() if name in chosen.factory or
-                 name.lower() in chosen.factory.lower()]
-        if files and not all((WEIGHTS_DIR / entry[1]).exists() for entry in files):
-            return f"no (winnow models fetch -> {WEIGHTS_DIR})"
-        return "yes" if files else "unknown"
-    return "yes (in the package)"
+    if importlib.util.find_spec(chosen.factory.partition(":")[0]) is None:
+        return "no (module missing)"
+    if not chosen.files:
+        return "yes (in a package)"
+    missing = [name for name in chosen.files if not (models_dir() / PRODUCTION_WEIGHTS[name].filename).exists()]
+    return f"no: winnow models fetch ({', '.join(missing)})" if missing else f"yes ({models_dir()})"
 
 
 def list_models(args: argparse.Namespace) -> int:
@@ -88,7 +80,7 @@ def repository_specs(preset_name: str, clip_models: list[str]):
             model = chosen.build()
             fields = {"dim": model.dim, "threshold": model.threshold}
         specs.append(ModelSpec(chosen.triton_model, chosen.factory, ModelKind(chosen.kind),
-                               factory_kwargs=chosen.kwargs, **fields))
+                               factory_kwargs=chosen.arguments(), **fields))
     for spec in clip_models:
         key, arch, pretrained = parse_clip_model(spec)
         from shared.models.clip import OpenClipEncoder
@@ -113,11 +105,11 @@ def fetch_weights(args: argparse.Namespace) -> int:
     from shared.models.production import PRODUCTION_WEIGHTS
 
     console = Console()
-    dest = Path(args.dest)
-    dest.mkdir(parents=True, exist_ok=True)
+    dest = Path(args.dest) if args.dest else models_dir()
     for name, entry in PRODUCTION_WEIGHTS.items():
         url, filename, sha256 = entry[0], entry[1], entry[2]
         target = dest / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             console.print(f"{name}: {target} already here")
             continue

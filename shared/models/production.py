@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -168,6 +169,9 @@ class DetoxifyToxicity:
             loaded = _read_checkpoint(checkpoint, "detoxify-multilingual", "Detoxify checkpoint")
         where = checkpoint or MODEL_URLS[variant]
         arch_args, self.class_names = _detoxify_layout(loaded, where)
+        if not categories or any(c not in self.class_names for c in categories):
+            raise ValueError(f"categories {list(categories)} must be among the model's {self.class_names}")
+        self.categories = tuple(categories)
         if tokenizer_dir is not None:
             # detoxify reads the base config and the tokenizer from ``model_type``; a local
             # directory there keeps both off the hub.
@@ -180,11 +184,6 @@ class DetoxifyToxicity:
         if missing:
             raise ValueError(f"Detoxify checkpoint {where} lacks {len(missing)} weights of "
                              f"{arch_args['model_name']}, e.g. {missing[:3]}")
-        unknown = [c for c in categories if c not in self.class_names]
-        if unknown or not categories:
-            raise ValueError(f"categories {list(categories)} must be among the model's {self.class_names}")
-        self.categories = tuple(categories)
-        self._columns = [self.class_names.index(c) for c in self.categories]
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
@@ -429,7 +428,9 @@ class Isc21Descriptor:
         arch = loaded.get("arch") or self.default_arch
         self.input_size = int(getattr(loaded.get("args"), "input_size", 512))
         try:
-            backbone = timm.create_model(arch, features_only=True, pretrained=False)
+            with warnings.catch_warnings():  # the checkpoint's 2021 name; timm maps it to today's
+                warnings.filterwarnings("ignore", message="Mapping deprecated model name")
+                backbone = timm.create_model(arch, features_only=True, pretrained=False)
         except Exception as exc:  # timm raises RuntimeError for an unknown name
             raise ValueError(f"{where} names backbone {arch!r}, which timm cannot build: {exc}") from exc
         net = IscNet(backbone, fc_dim=int(state["fc.weight"].shape[0]))

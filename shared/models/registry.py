@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 PRESETS_FILE = Path(__file__).resolve().parent / "presets.json"
+
+
+def models_dir() -> Path:
+    """Where production weights live (``winnow models fetch`` writes there)."""
+    return Path(os.environ.get("WINNOW_MODELS_DIR", Path.home() / ".cache" / "winnow" / "models"))
 KINDS = ("text_toxicity", "image_nsfw", "face_detector", "near_duplicate", "language_id")
 
 
@@ -29,18 +35,25 @@ class ModelPreset:
     threshold: float | None = None
     triton_model: str = ""
     weights: str = ""
+    files: tuple[str, ...] = ()  # PRODUCTION_WEIGHTS entries this preset reads from models_dir()
+
+    def arguments(self, **overrides: Any) -> dict[str, Any]:
+        """The factory's keyword arguments, with ``{models_dir}`` filled in."""
+        resolved = {k: v.format(models_dir=models_dir()) if isinstance(v, str) else v for k, v in self.kwargs.items()}
+        return {**resolved, **overrides}
 
     def build(self, **overrides: Any):
         """Import the factory and build the in-process model."""
         module_name, _, attribute = self.factory.partition(":")
         factory = getattr(importlib.import_module(module_name), attribute)
-        return factory(**{**self.kwargs, **overrides})
+        return factory(**self.arguments(**overrides))
 
 
 @lru_cache(maxsize=1)
 def _presets() -> dict[str, dict[str, ModelPreset]]:
     raw = json.loads(PRESETS_FILE.read_text())
-    return {kind: {name: ModelPreset(kind=kind, preset=name, **spec) for name, spec in presets.items()}
+    return {kind: {name: ModelPreset(kind=kind, preset=name, **{**spec, "files": tuple(spec.get("files", ()))})
+                   for name, spec in presets.items()}
             for kind, presets in raw.items() if not kind.startswith("_")}
 
 

@@ -28,6 +28,7 @@ class StageService:
         self.stage = stage
         self.settings = settings
         self.bus = bus or open_bus(settings.kafka_bootstrap_servers, client_id=settings.service_name,
+                                   partitions=settings.topic_partitions,
                                    **({"security": settings.kafka_security} if settings.kafka_bootstrap_servers else {}))
         self.bindings = bindings(self.bus)
         tls_cert = Path(settings.grpc_tls_cert).read_bytes() if settings.grpc_tls_cert else None

@@ -8,23 +8,9 @@ import numpy as np
 import pytest
 
 from services.embed.stage import EmbedStage
-from shared.models.clip import OpenClipEncoder, register_winnow_configs
+from shared.models.clip import OpenClipEncoder
 from shared.models.provider import clip_factory
 from shared.shards import read_table
-
-
-@pytest.fixture(scope="session")
-def tiny_clip_checkpoint(tmp_path_factory) -> str:
-    """A small CLIP of winnow's tiny architecture with fixed random weights, saved as open_clip does."""
-    import open_clip
-    import torch
-
-    register_winnow_configs()
-    torch.manual_seed(0)
-    model = open_clip.create_model("winnow-tiny-ViT")
-    path = tmp_path_factory.mktemp("clip") / "tiny.pt"
-    torch.save({"state_dict": model.state_dict(), "epoch": 0}, path)
-    return str(path)
 
 
 def test_embeddings_and_scores_line_up_with_the_ledger(downloaded, tiny_clip_checkpoint):

@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -21,40 +17,9 @@ from kafka import KafkaConsumer
 from shared.messages import decode_ref
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.shards import read_table
+from tests.e2e.processes import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_downloader(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "services.downloader"], cwd=REPO, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-
-
-def _wait_for_grpc(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 60) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"downloader exited early:\n{log_path.read_text()[-3000:]}"
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-    raise AssertionError(f"downloader never became healthy:\n{log_path.read_text()[-3000:]}")
-
 
 def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_bootstrap, web, tmp_path, unique):
     names = web.names()
@@ -64,7 +29,7 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
     pool = tmp_path / "pool.parquet"
     pq.write_table(pa.table({"url": urls, "text": [f"sample {i}" for i in range(rows)],
                              "uid": [f"{i:032x}" for i in range(rows)]}), pool)
-    port = _free_port()
+    port = free_port()
     output_topic = f"winnow.shards.downloader.{unique}"
     env = {**os.environ,
            "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
@@ -81,10 +46,10 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
            "WINNOW_RETRIES": "0",
            "WINNOW_LOG_JSON": "true"}
     log_path = tmp_path / "downloader.log"
-    first = _start_downloader(env, log_path)
+    first = ServiceProcess("services.downloader", env, log_path, port).start()
     second = None
     try:
-        _wait_for_grpc(port, first, log_path)
+        first.wait_healthy()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply = downloader_pb2_grpc.DownloaderStub(channel).SubmitPool(
                 downloader_pb2.SubmitPoolRequest(pool_uri=str(pool)))
@@ -96,13 +61,12 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
         while not list((job_root / "downloader").glob("*_stats.json")) and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.3)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
+        first.kill()
         finished_before_kill = {p.name: p.read_bytes() for p in (job_root / "downloader").glob("*_stats.json")}
         assert 1 <= len(finished_before_kill) < 6, "the kill must land mid-job"
 
-        second = _start_downloader(env, log_path)
-        _wait_for_grpc(port, second, log_path)
+        second = ServiceProcess("services.downloader", env, log_path, port).start()
+        second.wait_healthy()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = downloader_pb2_grpc.DownloaderStub(channel)
             deadline = time.monotonic() + 120
@@ -111,7 +75,7 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
                 if progress.done:
                     break
                 time.sleep(0.5)
-        assert progress.done, log_path.read_text()[-3000:]
+        assert progress.done, second.log_tail()
 
         # A ShardRef per finished shard reached the output topic (at least once each).
         consumer = KafkaConsumer(output_topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
@@ -120,10 +84,9 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
         consumer.close()
         assert published == set(range(6))
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=30)
+        for service in (first, second):
+            if service is not None:
+                service.stop()
 
     # Every sample exactly once, in the ledgers and in the tars.
     ledgers = pa.concat_tables([read_table(str(job_root / "downloader" / f"{i:08d}")) for i in range(6)])

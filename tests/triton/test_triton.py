@@ -30,7 +30,8 @@ from shared.triton.remote import (
 from shared.triton.repository import ModelSpec, write_model_repository
 from shared.triton.server import TritonServer, TritonServerError
 from tests.triton import toy_models as toy
-from tests.triton.conftest import REAL_MODELS, REPO_ROOT, TOY_MODELS
+from tests.conftest import REPO_ROOT
+from tests.triton.served_models import REAL_MODELS, TOY_MODELS
 
 TEXTS = [
     "you idiot",
