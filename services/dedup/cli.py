@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import track
 
 from services.dedup.index import EvalIndex
-from shared.models.registry import load_model, preset
+from shared.models.registry import load_model
 from shared.service.images import decode_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -35,8 +35,6 @@ def build_index(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no images under {args.images}")
     descriptor = load_model("near_duplicate", args.model_preset)
-    threshold = args.threshold if args.threshold is not None else (
-        preset("near_duplicate", args.model_preset).threshold or descriptor.threshold)
     vectors, names, skipped = [], [], 0
     batches = [paths[i:i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
     for batch in track(batches, description="describing", console=console):
@@ -49,8 +47,8 @@ def build_index(args: argparse.Namespace) -> int:
                 skipped += 1
         if images:
             vectors.append(descriptor.describe(images))
-    index = EvalIndex.build(np.concatenate(vectors), names, descriptor.name, threshold)
+    index = EvalIndex.build(np.concatenate(vectors), names, descriptor, args.threshold)
     index.save(Path(args.out))
     console.print(f"indexed {len(names)} evaluation images ({skipped} unreadable skipped) with {descriptor.name}, "
-                  f"threshold {threshold} -> {args.out}")
+                  f"threshold {index.threshold} -> {args.out}")
     return 0

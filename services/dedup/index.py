@@ -24,17 +24,29 @@ def _maybe_gpu(index: faiss.Index) -> faiss.Index:
 class EvalIndex:
     """Descriptors of evaluation images; ``match`` finds pool images that copy one of them."""
 
-    def __init__(self, index: faiss.Index, names: list[str], descriptor: str, threshold: float) -> None:
+    def __init__(self, index: faiss.Index, names: list[str], descriptor: str, threshold: float,
+                 descriptor_threshold: float) -> None:
         self.index = _maybe_gpu(index)
         self.names = names
         self.descriptor = descriptor
-        self.threshold = threshold
+        self.threshold = threshold  # the decision threshold of this index
+        self.descriptor_threshold = descriptor_threshold  # the descriptor model's own, to recognise it
+
+    @property
+    def dim(self) -> int:
+        return self.index.d
 
     @classmethod
-    def build(cls, descriptors: np.ndarray, names: list[str], descriptor: str, threshold: float) -> EvalIndex:
+    def build(cls, descriptors: np.ndarray, names: list[str], descriptor, threshold: float | None = None) -> EvalIndex:
+        """Index ``descriptors`` made by the model ``descriptor``; ``threshold`` defaults to the model's."""
         index = faiss.IndexFlatIP(descriptors.shape[1])
         index.add(np.ascontiguousarray(descriptors, dtype=np.float32))
-        return cls(index, names, descriptor, threshold)
+        return cls(index, names, descriptor.name, descriptor.threshold if threshold is None else threshold,
+                   descriptor.threshold)
+
+    def made_by(self, descriptor) -> bool:
+        """Whether ``descriptor`` (local or served by Triton) is the model this index was built with."""
+        return descriptor.dim == self.dim and abs(descriptor.threshold - self.descriptor_threshold) < 1e-6
 
     def save(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -42,7 +54,8 @@ class EvalIndex:
             not isinstance(self.index, faiss.IndexFlat) else self.index
         faiss.write_index(cpu, str(directory / "eval.faiss"))
         (directory / "eval.json").write_text(json.dumps(
-            {"descriptor": self.descriptor, "threshold": self.threshold, "names": self.names}, indent=1))
+            {"descriptor": self.descriptor, "threshold": self.threshold,
+             "descriptor_threshold": self.descriptor_threshold, "names": self.names}, indent=1))
 
     @classmethod
     def load(cls, directory: Path) -> EvalIndex:
@@ -50,7 +63,8 @@ class EvalIndex:
         if not meta_path.exists() or not index_path.exists():
             raise FileNotFoundError(f"{directory} holds no evaluation index (build one with `winnow dedup build-index`)")
         meta = json.loads(meta_path.read_text())
-        return cls(faiss.read_index(str(index_path)), meta["names"], meta["descriptor"], meta["threshold"])
+        return cls(faiss.read_index(str(index_path)), meta["names"], meta["descriptor"], meta["threshold"],
+                   meta["descriptor_threshold"])
 
     def match(self, descriptors: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
         """Best cosine per descriptor, and the evaluation image it matches (None below threshold)."""

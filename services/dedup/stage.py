@@ -47,7 +47,7 @@ class DedupStage(SampleStage):
             self.descriptor = self._make_descriptor()
             if self.options.eval_index_dir:
                 self.eval_index = EvalIndex.load(Path(self.options.eval_index_dir))
-                if self.eval_index.descriptor != self.descriptor.name:
+                if not self.eval_index.made_by(self.descriptor):
                     raise ValueError(f"the evaluation index was built with {self.eval_index.descriptor}, "
                                      f"not {self.descriptor.name}; rebuild it")
 

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,20 +19,9 @@ from PIL import Image
 from services.downloader.fetch import FetchOptions
 from services.downloader.pool import prepare_job
 from services.downloader.stage import DownloadOptions, DownloadStage
-from tests.infra.images import openclipart_images, skimage_photos
+from tests.infra.images import near_copy, openclipart_images, skimage_photos
 
 TOXIC = "you are a stupid worthless idiot and everyone hates you"
-
-
-def _copy_of(path: Path, scale: float, quality: int, crop: float = 0.02) -> bytes:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        w, h = image.size
-        dx, dy = int(w * crop), int(h * crop)
-        image = image.crop((dx, dy, w - dx, h - dy)).resize((int(w * scale), int(h * scale)))
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=quality)
-        return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +42,8 @@ def curation_pool(web, web_root, tmp_path_factory) -> dict:
     by_name = {p.stem: p for p in skimage_photos()}
     (web_root / "cur_astronaut.png").write_bytes(by_name["astronaut"].read_bytes())
     (web_root / "cur_chelsea.png").write_bytes(by_name["chelsea"].read_bytes())
-    (web_root / "cur_chelsea_copy.jpg").write_bytes(_copy_of(by_name["chelsea"], 0.8, 70))
-    (web_root / "cur_coffee_copy.jpg").write_bytes(_copy_of(by_name["coffee"], 0.7, 60))
+    (web_root / "cur_chelsea_copy.jpg").write_bytes(near_copy(by_name["chelsea"], 0.8, 70))
+    (web_root / "cur_coffee_copy.jpg").write_bytes(near_copy(by_name["coffee"], 0.7, 60))
     (web_root / "cur_motorcycle.png").write_bytes(by_name["motorcycle_left"].read_bytes()
                                                   if "motorcycle_left" in by_name else by_name["horse"].read_bytes())
     clipart = openclipart_images(limit=40)[7:13]

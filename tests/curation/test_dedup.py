@@ -69,7 +69,8 @@ def test_an_index_built_with_another_descriptor_is_refused(eval_index, tmp_path)
 
     shutil.copytree(eval_index, tmp_path / "idx")
     meta = json.loads((tmp_path / "idx" / "eval.json").read_text())
-    (tmp_path / "idx" / "eval.json").write_text(json.dumps({**meta, "descriptor": "isc21"}))
+    (tmp_path / "idx" / "eval.json").write_text(json.dumps({**meta, "descriptor": "isc21",
+                                                            "descriptor_threshold": 0.604169}))
     stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions(eval_index_dir=str(tmp_path / "idx")))
     with pytest.raises(ValueError, match="rebuild it"):
         stage.setup()

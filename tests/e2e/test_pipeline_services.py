@@ -10,7 +10,6 @@ evaluation images and broken URLs. The same pool through ``winnow run``'s embedd
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import time
@@ -40,7 +39,7 @@ from shared.models.provider import clip_factory, model_factory
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.shards import read_table
 from tests.e2e.processes import ServiceProcess, free_port
-from tests.infra.images import openclipart_images, skimage_photos
+from tests.infra.images import near_copy, openclipart_images, skimage_photos
 from tests.triton.served_models import REAL_MODELS
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
@@ -49,16 +48,6 @@ TOXIC = ["you are a stupid worthless idiot and everyone hates you",
          "shut up you disgusting moron, nobody wants you here",
          "what a pathetic ugly loser, go kill yourself"]
 FILTER = dict(name="clip_score", fraction=0.5, arch="b32")
-
-
-def _copy(path: Path, scale: float, quality: int) -> bytes:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        w, h = image.size
-        image = image.crop((w // 50, h // 50, w - w // 50, h - h // 50)).resize((int(w * scale), int(h * scale)))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=quality)
-        return out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +66,19 @@ def planted(web, web_root, tmp_path_factory):
         rows.append((web.img_url(name), caption))
 
     add("face", "e2e_astronaut.png", photos["astronaut"].read_bytes(), "an astronaut in front of a flag")
+    # Near copies of pictures big enough for a perceptual hash to survive a 2% crop (tiny
+    # symmetric line art does not: see shared/models/near_duplicates.py).
+    big = [i for i, path in enumerate(clipart) if min(Image.open(path).size) >= 256]
+    near_sources = {big[len(big) // 6], big[len(big) // 2], big[5 * len(big) // 6]}
     for index, path in enumerate(clipart):
         add("clipart", f"e2e_clip_{index:03d}.png", path.read_bytes(), path.stem.replace("_", " "))
         if index in (10, 60, 110):  # an exact copy right after its original (same shard)
             add("exact_copy", f"e2e_clip_{index:03d}_again.png", path.read_bytes(), "the same picture again")
-        if index in (20, 70, 120):  # a resized, recompressed copy right after it
-            add("near_copy", f"e2e_clip_{index:03d}_copy.jpg", _copy(path, 0.8, 70), "a smaller copy")
+        if index in near_sources:  # a resized, recompressed copy right after it
+            add("near_copy", f"e2e_clip_{index:03d}_copy.jpg", near_copy(path, 0.8, 70), "a smaller copy")
     for index, name in enumerate(("coffee", "rocket", "chelsea")):
         (eval_dir / f"{name}.png").write_bytes(photos[name].read_bytes())
-        add("eval_copy", f"e2e_eval_{name}.jpg", _copy(photos[name], 0.7, 60), f"a photo of {name}")
+        add("eval_copy", f"e2e_eval_{name}.jpg", near_copy(photos[name], 0.7, 60), f"a photo of {name}")
     for index, text in enumerate(TOXIC):
         add("toxic", f"e2e_toxic_{index}.png", clipart[150 + index].read_bytes(), text)
     for role, url in (("broken", web.url("/status/404")), ("broken", web.url("/notimage")),

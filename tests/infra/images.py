@@ -311,3 +311,29 @@ def make_jpeg_corpus(dest: Path, n: int, min_side: int = 800) -> list[Path]:
         im.save(tmp, format="JPEG", quality=90)
         tmp.replace(path)
     return out
+
+
+def on_white(image):
+    """RGB with transparency matted on white, as the downloader does (not PIL's black)."""
+    from PIL import Image
+
+    rgba = image.convert("RGBA")
+    background = Image.new("RGB", rgba.size, (255, 255, 255))
+    background.paste(rgba, mask=rgba.getchannel("A"))
+    return background
+
+
+def near_copy(path: Path, scale: float, quality: int, crop: float = 0.02) -> bytes:
+    """A near-duplicate of a real image: cropped by ``crop`` per side, rescaled, re-encoded as JPEG."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = on_white(image)
+        w, h = image.size
+        dx, dy = int(w * crop), int(h * crop)
+        image = image.crop((dx, dy, w - dx, h - dy)).resize((int(w * scale), int(h * scale)))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=quality)
+        return buffer.getvalue()

@@ -1,0 +1,342 @@
+"""CLIP embedding throughput: the same model through Triton (gRPC) and in-process, in one run.
+
+The model is an open_clip architecture (default ``winnow-tiny-ViT``, winnow's own small config,
+with random weights saved to a checkpoint file here; ``--arch ViT-B-32`` is random-initialised
+and slow on CPU). Both sides build it with one factory, :func:`clip_encoder`, which is
+:class:`shared.models.clip.OpenClipEncoder` with torch's thread count set first:
+
+* in-process: ``clip_encoder(...)`` in this process, ``embed_images`` / ``embed_texts`` called
+  with ``--call-size`` items at a time (what the embed stage does with a batch of samples);
+* Triton: the same factory inside the python-backend stub of each tower (``clip_bench_image``,
+  ``clip_bench_text``, written by :func:`shared.triton.repository.clip_model_specs`), called
+  through :func:`shared.triton.remote.remote_model` with the same call sizes.
+
+Both use ``--batch`` as the model batch (the encoder's ``batch_size`` and the served
+``max_batch_size``) and ``--threads`` torch threads (``torch.set_num_threads``; the stub gets it
+through the factory's arguments, so no environment variable is involved). On the Triton side the
+client (encoding, gRPC) and the server share the same cores as the model, which is the cost
+being measured.
+
+Inputs are real: scikit-image photos and openclipart PNGs (``tests.infra.images``), shrunk to at
+most ``--side`` px on the longer side (what a downloader shard holds), and the clip-art titles as
+texts. Each side is warmed up with one full pass; then ``--repeats`` passes alternate between the
+two (the order flips each repeat) and the median pass is reported, as items per second. The
+Triton embeddings are checked against the in-process ones.
+
+To show where the Triton path's extra time goes, the run also prints, per item: Triton's own
+statistics of the timed passes (``queue``: waiting for the model instance; ``input``: copying the
+request into the stub's shared memory; ``execute``: the stub's ``execute``, i.e. unpacking and
+decoding the rows in ``shared/triton/python_model.py`` plus the model itself; ``output``), the
+client's serialisation (``contract.encode_image`` + ``pack_rows``, as ``shared/triton/remote.py``
+does it), the stub's unpacking and decoding alone, the model's own preprocessing (PIL resize and
+normalise, paid on both sides) and the raw frame's size. With several requests in flight the
+server phases of different requests overlap, so they do not add up to the wall time; with
+``--in-flight 1`` the wall time is the server's total plus the client and the gRPC transfer.
+
+Run from the repository root::
+
+    .venv/bin/python -m benchmarks.embed [--images 512] [--batch 32] [--repeats 5] [--json out.json]
+    .venv/bin/python -m benchmarks.embed --quick           # a small smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import structlog
+
+from shared.logs import configure_logging
+
+log = structlog.get_logger("benchmarks.embed")
+
+ROOT = Path(__file__).resolve().parents[1]
+FACTORY = "benchmarks.embed:clip_encoder"
+MODEL = "clip_bench"
+
+
+def clip_encoder(arch: str, pretrained: str | None, threads: int, batch_size: int):
+    """``OpenClipEncoder`` with ``threads`` torch threads: the factory of both sides."""
+    import torch
+
+    from shared.models.clip import OpenClipEncoder
+
+    torch.set_num_threads(threads)
+    return OpenClipEncoder(arch, pretrained, batch_size=batch_size)
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def load_images(count: int, side: int) -> tuple[list[np.ndarray], list[str]]:
+    """``count`` real RGB images (photos first, then clip art) at most ``side`` px, and captions."""
+    from PIL import Image
+
+    from tests.infra.images import openclipart_images, skimage_photos, title_from_path
+
+    photos = skimage_photos()
+    clipart = openclipart_images(limit=max(0, 2 * count))  # spare ones for those that do not load
+    if not clipart:
+        log.warning("openclipart_missing", hint="apt-get install openclipart-png; photos are repeated instead")
+    images: list[np.ndarray] = []
+    captions: list[str] = []
+    for path in [*photos, *clipart]:
+        if len(images) == count:
+            break
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(path) as im:
+                    im.draft("RGB", (side, side))
+                    im.thumbnail((side, side))
+                    rgb = im.convert("RGB")
+        except Exception as exc:  # noqa: BLE001 - a broken clip art is skipped
+            log.debug("image_skipped", path=str(path), error=str(exc))
+            continue
+        if min(rgb.size) < 8:
+            continue
+        images.append(np.asarray(rgb))
+        captions.append(title_from_path(path) or path.stem.replace("_", " "))
+    if not images:
+        raise SystemExit("no test images: scikit-image's data directory is missing")
+    while len(images) < count:  # no clip art installed: cycle the photos
+        images.append(images[len(images) % len(photos)])
+        captions.append(captions[len(captions) % len(photos)])
+    return images, captions
+
+
+def save_random_checkpoint(arch: str, path: Path) -> str:
+    """A random-weight checkpoint of ``arch``, saved as open_clip saves one (fixed seed)."""
+    import open_clip
+    import torch
+
+    from shared.models.clip import register_winnow_configs
+
+    register_winnow_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch)
+    torch.save({"state_dict": model.state_dict(), "epoch": 0}, path)
+    return str(path)
+
+
+# --- measurement --------------------------------------------------------------------------------
+
+
+def one_pass(call: Callable[[list], np.ndarray], items: list, call_size: int) -> tuple[float, np.ndarray]:
+    started = time.perf_counter()
+    out = [call(items[start:start + call_size]) for start in range(0, len(items), call_size)]
+    return time.perf_counter() - started, np.concatenate(out)
+
+
+def per_item_ms(work: Callable[[], object], items: int, repeats: int = 3) -> float:
+    """Median milliseconds per item of ``work`` (which handles ``items`` items)."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return 1e3 * statistics.median(times) / items
+
+
+def server_stats(url: str, model: str) -> dict[str, int]:
+    """Triton's cumulative statistics of ``model``: counts and nanoseconds."""
+    import tritonclient.grpc as grpcclient
+
+    with grpcclient.InferenceServerClient(url) as raw:
+        stats = raw.get_inference_statistics(model, as_json=True)["model_stats"][0]
+    inference = stats.get("inference_stats", {})
+    out = {"executions": int(stats.get("execution_count", 0)), "requests": int(stats.get("inference_count", 0))}
+    for key in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        out[f"{key}_ns"] = int(inference.get(key, {}).get("ns", 0))
+    return out
+
+
+def stats_delta(before: dict[str, int], after: dict[str, int], rows: int) -> dict[str, float]:
+    """Per-row milliseconds of each server phase between two snapshots, and the mean batch."""
+    delta = {key: after[key] - before[key] for key in after}
+    out = {f"server_{key[:-3]}_ms_per_row": delta[key] / 1e6 / rows for key in delta if key.endswith("_ns")}
+    out["server_rows_per_execution"] = rows / max(1, delta["executions"])
+    return out
+
+
+def measure(name: str, sides: dict[str, Callable[[list], np.ndarray]], items: list, call_size: int,
+            repeats: int) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+    """Warm each side up, then ``repeats`` alternating passes; seconds per pass and the outputs."""
+    outputs = {}
+    for side, call in sides.items():
+        seconds, outputs[side] = one_pass(call, items, call_size)
+        log.info("warmed_up", what=name, side=side, seconds=round(seconds, 2))
+    times: dict[str, list[float]] = {side: [] for side in sides}
+    order = list(sides)
+    for repeat in range(repeats):
+        for side in order if repeat % 2 == 0 else order[::-1]:
+            seconds, _ = one_pass(sides[side], items, call_size)
+            times[side].append(seconds)
+            log.info("pass", what=name, side=side, repeat=repeat, seconds=round(seconds, 3),
+                     per_second=round(len(items) / seconds, 1))
+    return times, outputs
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--arch", default="winnow-tiny-ViT", help="open_clip architecture (random weights)")
+    parser.add_argument("--images", type=int, default=512, help="images, and as many texts")
+    parser.add_argument("--side", type=int, default=512, help="longer side of the images, px")
+    parser.add_argument("--batch", type=int, default=32, help="model batch on both sides")
+    parser.add_argument("--call-size", type=int, default=64,
+                        help="items per embed_images / embed_texts call (the stage's batch)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads on both sides")
+    parser.add_argument("--in-flight", type=int, default=4, help="the Triton client's concurrent requests")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 64 items, 2 repeats")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.repeats = min(args.images, 64), min(args.repeats, 2)
+    configure_logging("WARNING", json_format=False)
+    for name in ("benchmarks", "shared"):  # open_clip logs its every step at INFO through the root logger
+        logging.getLogger(name).setLevel(logging.INFO)
+
+    from shared.triton import contract
+    from shared.triton.client import TritonClient
+    from shared.triton.remote import remote_model
+    from shared.triton.repository import clip_model_specs, write_model_repository
+    from shared.triton.server import TritonServer
+
+    started = time.perf_counter()
+    images, texts = load_images(args.images, args.side)
+    pixels = sum(image.shape[0] * image.shape[1] for image in images) / len(images)
+    log.info("inputs_ready", images=len(images), mean_pixels=round(pixels), seconds=round(time.perf_counter() - started, 1))
+
+    with tempfile.TemporaryDirectory(prefix="winnow-bench-embed-") as tmp:
+        tmp_path = Path(tmp)
+        pretrained = save_random_checkpoint(args.arch, tmp_path / "random.pt") if args.arch.startswith("winnow-") \
+            else None  # open_clip's own architectures are random-initialised without a file
+        factory_kwargs = {"arch": args.arch, "pretrained": pretrained, "threads": args.threads,
+                          "batch_size": args.batch}
+        local = clip_encoder(**factory_kwargs)
+        specs = clip_model_specs(MODEL, FACTORY, dim=local.dim, factory_kwargs=factory_kwargs,
+                                 max_batch_size=args.batch)
+        repository = write_model_repository(tmp_path / "repository", specs)
+        server = TritonServer(repository, tmp_path / "work", models=[spec.name for spec in specs], python_path=[ROOT])
+        server.start(timeout=600)
+        try:
+            with TritonClient(server.grpc_url, infer_timeout_s=600, max_in_flight=args.in_flight) as client:
+                remote = remote_model("clip", client, MODEL)
+                results = {}
+                for kind, items, local_call, remote_call in (
+                    ("images", images, local.embed_images, remote.embed_images),
+                    ("texts", texts, local.embed_texts, remote.embed_texts),
+                ):
+                    tower = contract.clip_tower_name(MODEL, contract.ModelKind.CLIP_IMAGE if kind == "images"
+                                                     else contract.ModelKind.CLIP_TEXT)
+                    before = server_stats(server.grpc_url, tower)
+                    times, outputs = measure(kind, {"in_process": local_call, "triton": remote_call}, items,
+                                             args.call_size, args.repeats)
+                    after = server_stats(server.grpc_url, tower)
+                    difference = float(np.abs(outputs["in_process"] - outputs["triton"]).max())
+                    if difference > 1e-3:
+                        raise SystemExit(f"{kind}: Triton and in-process embeddings differ by {difference}")
+                    rows = len(items) * (args.repeats + 1)
+                    results[kind] = {
+                        side: {"per_second": round(len(items) / statistics.median(seconds), 1),
+                               "median_seconds": round(statistics.median(seconds), 4),
+                               "seconds": [round(s, 4) for s in seconds]}
+                        for side, seconds in times.items()
+                    }
+                    results[kind]["ratio"] = round(results[kind]["triton"]["per_second"]
+                                                   / results[kind]["in_process"]["per_second"], 3)
+                    results[kind]["max_abs_difference"] = difference
+                    results[kind]["breakdown"] = stats_delta(before, after, rows)
+        finally:
+            server.stop()
+
+    results["images"]["breakdown"].update(image_costs(local, images, args.batch))
+    results["texts"]["breakdown"].update(text_costs(texts, args.batch))
+    for kind in ("images", "texts"):
+        results[kind]["breakdown"] = {key: round(value, 4) for key, value in results[kind]["breakdown"].items()}
+    figures = {"arch": args.arch, "dim": local.dim, "items": len(images), "mean_image_pixels": round(pixels),
+               "batch": args.batch, "call_size": args.call_size, "threads": args.threads,
+               "in_flight": args.in_flight, "repeats": args.repeats, "cpus": os.cpu_count(), **results}
+    report(figures)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def image_costs(local, images: list[np.ndarray], batch: int) -> dict[str, float]:
+    """Milliseconds per image of the serialisation on each end and of the model's preprocessing."""
+    from PIL import Image
+
+    from shared.triton import contract
+
+    groups = [images[start:start + batch] for start in range(0, len(images), batch)]
+    packed = [contract.pack_rows([contract.encode_image(image) for image in group]) for group in groups]
+
+    def decode() -> None:
+        for rows, lengths in packed:
+            [contract.decode_image(row) for row in contract.unpack_rows(rows, lengths)]
+
+    return {
+        "client_encode_pack_ms_per_row": per_item_ms(
+            lambda: [contract.pack_rows([contract.encode_image(image) for image in group]) for group in groups],
+            len(images)),
+        "stub_unpack_decode_ms_per_row": per_item_ms(decode, len(images)),
+        "preprocess_ms_per_row": per_item_ms(
+            lambda: [local.preprocess(Image.fromarray(image)) for image in images], len(images), repeats=1),
+        "frame_kb_per_row": sum(len(contract.encode_image(image)) for image in images) / len(images) / 1024,
+    }
+
+
+def text_costs(texts: list[str], batch: int) -> dict[str, float]:
+    from shared.triton import contract
+
+    groups = [texts[start:start + batch] for start in range(0, len(texts), batch)]
+    return {"client_encode_pack_ms_per_row": per_item_ms(
+        lambda: [contract.pack_rows([text.encode("utf-8") for text in group]) for group in groups], len(texts))}
+
+
+_LABELS = {  # breakdown keys, in print order, and how they read
+    "server_queue_ms_per_row": "queue",
+    "server_compute_input_ms_per_row": "input",
+    "server_compute_infer_ms_per_row": "execute",
+    "server_compute_output_ms_per_row": "output",
+    "client_encode_pack_ms_per_row": "client encode+pack",
+    "stub_unpack_decode_ms_per_row": "stub unpack+decode",
+    "preprocess_ms_per_row": "model preprocess",
+}
+
+
+def report(figures: dict) -> None:
+    print(f"embed {figures['arch']} (dim {figures['dim']}): {figures['items']} images "
+          f"(mean {figures['mean_image_pixels']:,} px) and {figures['items']} texts, batch {figures['batch']}, "
+          f"{figures['call_size']} per call, {figures['threads']} torch threads each side, "
+          f"{figures['in_flight']} requests in flight, median of {figures['repeats']}, {figures['cpus']} CPUs")
+    for kind in ("images", "texts"):
+        result = figures[kind]
+        local, triton = result["in_process"], result["triton"]
+        print(f"  {kind:6s} in-process {local['per_second']:9.1f}/s   triton {triton['per_second']:9.1f}/s   "
+              f"ratio {result['ratio']:.2f}x   (max |diff| {result['max_abs_difference']:.1e})")
+        breakdown = result["breakdown"]
+        parts = [f"{label} {breakdown[key]:.3g}" for key, label in _LABELS.items() if key in breakdown]
+        extra = f", frame {breakdown['frame_kb_per_row']:.0f} KB" if "frame_kb_per_row" in breakdown else ""
+        print(f"         ms per {kind[:-1]}: in-process {1e3 / local['per_second']:.3g}, triton "
+              f"{1e3 / triton['per_second']:.3g} = server [{', '.join(parts[:4])}] + ...; "
+              f"{', '.join(parts[4:])}{extra}; {breakdown['server_rows_per_execution']:.1f} rows per execution")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
