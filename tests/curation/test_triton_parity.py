@@ -26,7 +26,7 @@ def _curate(refs, triton_url: str, registry_dir: str) -> pa.Table:
 def test_in_process_and_triton_keep_the_same_samples(downloaded, curation_pool, triton_server, triton_client,
                                                      tmp_path):
     for spec in REAL_MODELS:
-        triton_client.load_model(spec.name)
+        triton_client.load_model(spec.name, timeout=240)
     _, refs = downloaded
     local = _curate(refs, "", str(tmp_path / "local-registry"))
     # The second run writes beside the first: give it its own job root.

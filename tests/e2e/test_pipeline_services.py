@@ -119,7 +119,7 @@ def _embedded_run(planted, tiny_clip_checkpoint, root: Path) -> tuple[Counter, l
 def test_services_over_kafka_and_triton_match_the_embedded_run(
         planted, kafka_bootstrap, triton_server, triton_client, tiny_clip_checkpoint, tmp_path, unique):
     for name in [spec.name for spec in REAL_MODELS] + ["clip_tiny_image", "clip_tiny_text"]:
-        triton_client.load_model(name)
+        triton_client.load_model(name, timeout=240)
     topic = lambda stage: f"winnow.shards.{stage}.{unique}"  # noqa: E731
     base = {**os.environ, "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "WINNOW_METRICS_PORT": "0",
             "WINNOW_TOPIC_PARTITIONS": "1", "WINNOW_TRITON_URL": triton_server.grpc_url, "WINNOW_LOG_JSON": "true"}

@@ -282,7 +282,7 @@ def test_start_retries_when_a_chosen_port_is_taken(triton_install, tmp_path, mon
     from shared.triton import server as server_module
 
     repository = write_model_repository(tmp_path / "repository", TOY_MODELS[:1])
-    real_free_ports = server_module._free_ports
+    realfree_ports = server_module.free_ports
     calls = []
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", 0))
@@ -291,10 +291,10 @@ def test_start_retries_when_a_chosen_port_is_taken(triton_install, tmp_path, mon
 
         def first_port_taken(n: int) -> list[int]:
             calls.append(n)
-            ports = real_free_ports(n)
+            ports = realfree_ports(n)
             return [taken, *ports[1:]] if len(calls) == 1 else ports
 
-        monkeypatch.setattr(server_module, "_free_ports", first_port_taken)
+        monkeypatch.setattr(server_module, "free_ports", first_port_taken)
         with TritonServer(repository, tmp_path / "work", install=triton_install, python_path=[REPO_ROOT]) as server:
             assert len(calls) == 2 and server.grpc_port != taken
             with TritonClient(server.grpc_url) as client:
