@@ -4,6 +4,15 @@ from shared.protogen import ensure_generated
 
 ensure_generated()
 
-from protos.winnow.v1 import curation_pb2, curation_pb2_grpc, downloader_pb2, downloader_pb2_grpc, shard_pb2  # noqa: E402
+from protos.winnow.v1 import (  # noqa: E402
+    curation_pb2,
+    curation_pb2_grpc,
+    downloader_pb2,
+    downloader_pb2_grpc,
+    shard_pb2,
+    training_pb2,
+    training_pb2_grpc,
+)
 
-__all__ = ["curation_pb2", "curation_pb2_grpc", "downloader_pb2", "downloader_pb2_grpc", "shard_pb2"]
+__all__ = ["curation_pb2", "curation_pb2_grpc", "downloader_pb2", "downloader_pb2_grpc", "shard_pb2", "training_pb2",
+           "training_pb2_grpc"]
