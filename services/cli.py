@@ -15,6 +15,7 @@ from rich.console import Console
 
 from services.dedup import cli as dedup_cli
 from services.downloader import cli as downloader_cli
+from services.evaluator import cli as evaluator_cli
 from services.filter import cli as filter_cli
 from services.filter.apply import BASELINES
 from services.reshard import cli as reshard_cli
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     filter_cli.add_parser(subparsers)
     reshard_cli.add_parser(subparsers)
     models_cli.add_parser(subparsers)
+    evaluator_cli.add_parser(subparsers)
     return parser
 
 
