@@ -135,9 +135,20 @@ def _data_dir(value: str | None) -> Path:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from services.evaluator.evaluate import datacomp_line, evaluate, read_datacomp_lines, results_tables
+    from services.evaluator.evaluate import results_tables
 
     console = Console()
+    results, paths = run_evaluation(args, console)
+    for table in results_tables(results):
+        console.print(table)
+    console.print("results: " + ", ".join(str(p) for p in paths if p.exists()))
+    return 1 if any(r.status == "failed" for r in results.tasks) else 0
+
+
+def run_evaluation(args: argparse.Namespace, console: Console):
+    """Evaluate a run's checkpoint, resuming from its earlier results; ``(Results, result files)``."""
+    from services.evaluator.evaluate import datacomp_line, evaluate, read_datacomp_lines
+
     data_dir = _data_dir(args.data_dir)
     arch, checkpoint = resolve_model(args.train_output_dir, args.model, args.checkpoint)
     output_dir = Path(args.output_dir or args.train_output_dir)
@@ -177,10 +188,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     partial = summary_path.with_suffix(".json.partial")
     partial.write_text(results.to_json() + "\n", encoding="utf-8")
     partial.replace(summary_path)
-    for table in results_tables(results):
-        console.print(table)
-    console.print("results: " + ", ".join(str(p) for p in (results_path, local_path, summary_path) if p.exists()))
-    return 1 if any(r.status == "failed" for r in results.tasks) else 0
+    return results, (results_path, local_path, summary_path)
 
 
 # --- evaluation data ----------------------------------------------------------------------------------

@@ -1,0 +1,31 @@
+"""Run the evaluator service: ``python -m services.evaluator`` (settings from ``WINNOW_*``)."""
+
+from __future__ import annotations
+
+from services.evaluator.service import EvaluatorStage, bindings
+from shared.config import ServiceSettings
+from shared.service.runner import serve_forever
+from shared.topics import shards_topic
+
+
+class EvaluatorSettings(ServiceSettings):
+    service_name: str = "evaluator"
+    input_topic: str = shards_topic("trainer")
+    output_topic: str = shards_topic("evaluator")
+    eval_data_dir: str = ""  # `winnow eval-data build --out DIR`, or DataComp's downloaded sets
+    tasks: list[str] | None = None
+    device: str | None = None
+    batch_size: int = 64
+
+
+def build(settings: EvaluatorSettings):
+    stage = EvaluatorStage(settings.eval_data_dir, settings.tasks, settings.device, settings.batch_size)
+    return stage, bindings(stage)
+
+
+def main() -> None:
+    serve_forever(EvaluatorSettings(), build)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The evaluator as a service: a stage that scores a training run, and its gRPC API.
+
+Over Kafka it consumes the trainer's ShardRefs (``uri`` = the run's folder), evaluates the run's
+final checkpoint on every task whose data is under ``data_dir``, writes the results beside the
+run (``eval_results.jsonl``, ``eval_summary.json``; a rerun resumes) and publishes a ShardRef whose
+``uri`` is the summary. Over gRPC, ``Evaluate`` does the same on request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+
+from services.evaluator.cli import SUMMARY_FILE, run_evaluation
+from shared import storage
+from shared.messages import ShardRef, make_ref
+from shared.proto import training_pb2, training_pb2_grpc
+from shared.service.grpc_server import ServiceBinding
+from shared.stage import Stage
+
+SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name
+
+
+class EvaluatorStage(Stage):
+    name = "evaluator"
+
+    def __init__(self, data_dir: str, tasks: list[str] | None = None, device: str | None = None,
+                 batch_size: int = 64) -> None:
+        self.data_dir = data_dir
+        self.tasks = tasks
+        self.device = device
+        self.batch_size = batch_size
+        self._lock = threading.Lock()  # one evaluation at a time: it uses every core
+
+    def process_shard(self, ref, prefix):  # pragma: no cover - runs, not shards
+        raise TypeError("the evaluator works on training runs; call process()")
+
+    def evaluate(self, train_output_dir: str, *, model: str | None = None, checkpoint: str | None = None,
+                 tasks: list[str] | None = None):
+        args = argparse.Namespace(train_output_dir=train_output_dir, output_dir=None, data_dir=self.data_dir,
+                                  tasks=tasks or self.tasks, model=model, checkpoint=checkpoint,
+                                  batch_size=self.batch_size, device=self.device, overwrite=False)
+        with self._lock:
+            results, _ = run_evaluation(args, Console(quiet=True))
+        return results
+
+    def process(self, ref: ShardRef) -> ShardRef:
+        results = self.evaluate(ref.uri)
+        return make_ref(job_id=ref.job_id, shard_id=0, stage=self.name, uri=storage.join(ref.uri, SUMMARY_FILE),
+                        sample_count=results.aggregate.covered, job_root=ref.job_root, shard_count=1)
+
+
+def results_message(results) -> training_pb2.EvaluationResults:
+    aggregate = results.aggregate
+    return training_pb2.EvaluationResults(
+        tasks=[training_pb2.TaskResult(task=t.key, status=t.status, metric=t.main_metric or "",
+                                       value=t.score if t.score is not None else 0.0, error=t.error)
+               for t in results.tasks],
+        average=aggregate.average or 0.0, tasks_covered=aggregate.covered,
+        group_means={g.key: g.score for g in aggregate.groups if g.score is not None},
+        json=json.dumps(results.to_dict()))
+
+
+class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
+    def __init__(self, stage: EvaluatorStage) -> None:
+        self.stage = stage
+
+    def Evaluate(self, request, context):
+        if not request.train_output_dir and not request.checkpoint:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "train_output_dir or checkpoint is required")
+        try:
+            run_dir = request.train_output_dir or str(Path(request.checkpoint).parent)
+            results = self.stage.evaluate(run_dir, model=request.model or None,
+                                          checkpoint=request.checkpoint or None, tasks=list(request.tasks) or None)
+        except FileNotFoundError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return results_message(results)
+
+
+def bindings(stage: EvaluatorStage):
+    return lambda bus: [ServiceBinding(training_pb2_grpc.add_EvaluatorServicer_to_server, EvaluatorServicer(stage),
+                                       SERVICE_NAME)]
