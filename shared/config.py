@@ -24,6 +24,8 @@ class ServiceSettings(BaseSettings):
     output_topic: str = Field("", description="topic it publishes finished ShardRefs to; empty = none")
     consumer_group: str = Field("", description="consumer group; defaults to the service name")
     topic_partitions: int = Field(8, description="partitions for topics this service creates")
+    max_message_seconds: int = Field(1800, description="longest one message may take before Kafka hands its "
+                                                       "partition to another replica")
     max_attempts: int = Field(3, description="deliveries of a shard before it goes to the dead-letter topic")
     retry_backoff_s: float = Field(2.0, description="first pause before a failed shard is retried; doubles")
     grpc_token: str = Field("", description="bearer token required on every gRPC call; empty = none")

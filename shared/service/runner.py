@@ -29,7 +29,9 @@ class StageService:
         self.settings = settings
         self.bus = bus or open_bus(settings.kafka_bootstrap_servers, client_id=settings.service_name,
                                    partitions=settings.topic_partitions,
-                                   **({"security": settings.kafka_security} if settings.kafka_bootstrap_servers else {}))
+                                   **({"security": settings.kafka_security,
+                                       "max_poll_interval_ms": settings.max_message_seconds * 1000}
+                                      if settings.kafka_bootstrap_servers else {}))
         self.bindings = bindings(self.bus)
         tls_cert = Path(settings.grpc_tls_cert).read_bytes() if settings.grpc_tls_cert else None
         tls_key = Path(settings.grpc_tls_key).read_bytes() if settings.grpc_tls_key else None
