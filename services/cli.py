@@ -19,6 +19,7 @@ from services.evaluator import cli as evaluator_cli
 from services.filter import cli as filter_cli
 from services.filter.apply import BASELINES
 from services.reshard import cli as reshard_cli
+from services.trainer import cli as trainer_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from services.pipeline import STAGE_NAMES
 from shared.logs import configure_logging
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     filter_cli.add_parser(subparsers)
     reshard_cli.add_parser(subparsers)
     models_cli.add_parser(subparsers)
+    trainer_cli.add_parser(subparsers)
     evaluator_cli.add_parser(subparsers)
     return parser
 

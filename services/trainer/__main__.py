@@ -1,0 +1,35 @@
+"""Run the trainer service: ``python -m services.trainer`` (settings from ``WINNOW_*``)."""
+
+from __future__ import annotations
+
+from services.trainer.service import TrainerStage, bindings
+from shared.config import ServiceSettings
+from shared.service.runner import serve_forever
+from shared.topics import shards_topic
+
+
+class TrainerSettings(ServiceSettings):
+    service_name: str = "trainer"
+    input_topic: str = shards_topic("reshard")
+    output_topic: str = shards_topic("trainer")
+    scale: str = "tiny"
+    train_output_dir: str = "runs/training"
+    num_checkpoints: int = 5
+    workers: int = 2
+    device: str | None = None
+    max_attempts: int = 1  # a failed training is not retried blindly: it goes to the dead-letter topic
+    max_message_seconds: int = 7 * 24 * 3600  # a training run is one message
+
+
+def build(settings: TrainerSettings):
+    stage = TrainerStage(settings.scale, settings.train_output_dir, settings.num_checkpoints, settings.workers,
+                         settings.device)
+    return stage, bindings(stage)
+
+
+def main() -> None:
+    serve_forever(TrainerSettings(), build)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The trainer as a service: training runs in child processes, followed through gRPC and the bus.
+
+A run is ``python -m services.trainer.train`` in its own process (so a run can be cancelled, and
+a service restart loses nothing: open_clip resumes the run from its latest checkpoint). Its
+state is read from the run's folder: ``out.log`` (loss, samples seen), ``checkpoints/`` and
+``info.json`` (written when it ends).
+
+Over Kafka the stage consumes the filter's ShardRefs (``uri`` = a resharded subset), trains the
+configured scale on it and publishes a ShardRef whose ``uri`` is the run's folder, for the
+evaluator.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import structlog
+
+from services.trainer.scales import load_scale
+from services.trainer.train import latest_checkpoint, plan_run, read_loss_history
+from shared.messages import ShardRef, make_ref
+from shared.proto import training_pb2, training_pb2_grpc
+from shared.service.grpc_server import ServiceBinding
+from shared.stage import Stage
+
+log = structlog.get_logger(__name__)
+SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name
+
+
+@dataclass
+class Run:
+    run_id: str
+    scale: str
+    exp_name: str
+    output_dir: str
+    data_dirs: list[str]
+    data_weights: list[float] = field(default_factory=list)
+    num_checkpoints: int = 5
+    seed: int = 0
+    workers: int = 2
+    device: str | None = None
+    process: subprocess.Popen | None = None
+    cancelled: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.exp_name
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "services.trainer.train", "--scale", self.scale, "--output_dir",
+                   self.output_dir, "--exp_name", self.exp_name, "--num_checkpoints", str(self.num_checkpoints),
+                   "--seed", str(self.seed), "--workers", str(self.workers)]
+        for data_dir in self.data_dirs:
+            command += ["--data_dir", data_dir]
+        if self.data_weights:
+            command += ["--data_weights", *[str(w) for w in self.data_weights]]
+        if self.device:
+            command += ["--device", self.device]
+        return command
+
+    def state(self) -> training_pb2.RunState:
+        scale = load_scale(self.scale)
+        plan = plan_run(scale, num_checkpoints=self.num_checkpoints, workers=self.workers)
+        code = None if self.process is None else self.process.poll()
+        if self.cancelled:
+            status = "cancelled"
+        elif self.process is None:
+            status = "queued"
+        elif code is None:
+            status = "running"
+        else:
+            status = "done" if code == 0 else "failed"
+        losses = read_loss_history(self.run_dir / "out.log", scale.batch_size, plan.steps_per_epoch) \
+            if (self.run_dir / "out.log").exists() else []
+        try:
+            checkpoint = str(latest_checkpoint(self.output_dir, self.exp_name))
+        except FileNotFoundError:
+            checkpoint = ""
+        error = ""
+        if status == "failed":
+            error = self._log_tail()
+        return training_pb2.RunState(
+            run_id=self.run_id, state=status, scale=self.scale, exp_name=self.exp_name, run_dir=str(self.run_dir),
+            samples_seen=losses[-1].samples_seen if losses else 0, samples_total=plan.samples_seen,
+            last_loss=losses[-1].loss if losses else 0.0, checkpoint=checkpoint, error=error)
+
+    def _log_tail(self) -> str:
+        path = self.run_dir.parent / f"{self.exp_name}.trainer.log"
+        return path.read_text(errors="replace")[-2000:] if path.exists() else ""
+
+    def start(self) -> None:
+        self.run_dir.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(self.run_dir.parent / f"{self.exp_name}.trainer.log", "ab")
+        self.process = subprocess.Popen(self.command(), stdout=log_file, stderr=subprocess.STDOUT)
+        log.info("run_started", run_id=self.run_id, exp_name=self.exp_name, pid=self.process.pid)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+class TrainerStage(Stage):
+    """Runs one training at a time; the bus and the gRPC API share its run table."""
+
+    name = "trainer"
+
+    def __init__(self, scale: str, output_dir: str, num_checkpoints: int = 5, workers: int = 2,
+                 device: str | None = None) -> None:
+        load_scale(scale)  # an unknown scale fails at start, clearly
+        self.scale = scale
+        self.output_dir = output_dir
+        self.num_checkpoints = num_checkpoints
+        self.workers = workers
+        self.device = device
+        self.runs: dict[str, Run] = {}
+        self._one_at_a_time = threading.Lock()
+
+    def process_shard(self, ref, prefix):  # pragma: no cover - subsets, not shards
+        raise TypeError("the trainer works on subsets; call process()")
+
+    def new_run(self, data_dirs: list[str], *, scale: str | None = None, exp_name: str = "",
+                output_dir: str = "", data_weights: list[float] | None = None, num_checkpoints: int = 0,
+                seed: int = 0) -> Run:
+        scale = scale or self.scale
+        load_scale(scale)
+        if not data_dirs:
+            raise ValueError("data_dirs is empty: give at least one folder of shards")
+        run_id = uuid.uuid4().hex[:12]
+        run = Run(run_id=run_id, scale=scale, exp_name=exp_name or f"{scale}_{run_id}",
+                  output_dir=output_dir or self.output_dir, data_dirs=list(data_dirs),
+                  data_weights=list(data_weights or []), num_checkpoints=num_checkpoints or self.num_checkpoints,
+                  seed=seed, workers=self.workers, device=self.device)
+        self.runs[run_id] = run
+        return run
+
+    def execute(self, run: Run) -> training_pb2.RunState:
+        """Run to the end (one at a time); the final state."""
+        with self._one_at_a_time:
+            if not run.cancelled:
+                run.start()
+                run.process.wait()
+        return run.state()
+
+    def process(self, ref: ShardRef) -> ShardRef:
+        run = self.new_run([ref.uri], exp_name=f"{ref.job_id}-{self.scale}")
+        state = self.execute(run)
+        if state.state != "done":
+            raise RuntimeError(f"training run {run.exp_name} {state.state}: {state.error[-500:]}")
+        return make_ref(job_id=ref.job_id, shard_id=0, stage=self.name, uri=str(run.run_dir),
+                        sample_count=state.samples_seen, job_root=ref.job_root, shard_count=1)
+
+    def teardown(self) -> None:
+        for run in self.runs.values():
+            if run.process is not None and run.process.poll() is None:
+                run.cancel()
+
+
+class TrainerServicer(training_pb2_grpc.TrainerServicer):
+    def __init__(self, stage: TrainerStage) -> None:
+        self.stage = stage
+
+    def StartRun(self, request, context):
+        try:
+            run = self.stage.new_run(list(request.data_dirs), scale=request.scale or None, exp_name=request.exp_name,
+                                     output_dir=request.output_dir, data_weights=list(request.data_weights),
+                                     num_checkpoints=request.num_checkpoints, seed=request.seed)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        threading.Thread(target=self.stage.execute, args=(run,), name=f"run-{run.run_id}", daemon=True).start()
+        return run.state()
+
+    def _run(self, run_id: str, context) -> Run:
+        run = self.stage.runs.get(run_id)
+        if run is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}")
+        return run
+
+    def GetRun(self, request, context):
+        return self._run(request.run_id, context).state()
+
+    def ListRuns(self, request, context):
+        return training_pb2.ListRunsResponse(runs=[run.state() for run in self.stage.runs.values()])
+
+    def CancelRun(self, request, context):
+        run = self._run(request.run_id, context)
+        run.cancel()
+        return run.state()
+
+
+def bindings(stage: TrainerStage):
+    return lambda bus: [ServiceBinding(training_pb2_grpc.add_TrainerServicer_to_server, TrainerServicer(stage),
+                                       SERVICE_NAME)]
