@@ -47,6 +47,7 @@ class Run:
     device: str | None = None
     process: subprocess.Popen | None = None
     cancelled: bool = False
+    start_error: str = ""
 
     @property
     def run_dir(self) -> Path:
@@ -70,6 +71,8 @@ class Run:
         code = None if self.process is None else self.process.poll()
         if self.cancelled:
             status = "cancelled"
+        elif self.start_error:
+            status = "failed"
         elif self.process is None:
             status = "queued"
         elif code is None:
@@ -84,7 +87,7 @@ class Run:
             checkpoint = ""
         error = ""
         if status == "failed":
-            error = self._log_tail()
+            error = self.start_error or self._log_tail()
         return training_pb2.RunState(
             run_id=self.run_id, state=status, scale=self.scale, exp_name=self.exp_name, run_dir=str(self.run_dir),
             samples_seen=losses[-1].samples_seen if losses else 0, samples_total=plan.samples_seen,
@@ -133,11 +136,11 @@ class TrainerStage(Stage):
                 output_dir: str = "", data_weights: list[float] | None = None, num_checkpoints: int = 0,
                 seed: int = 0) -> Run:
         scale = scale or self.scale
-        load_scale(scale)
+        scale_name = load_scale(scale).name
         if not data_dirs:
             raise ValueError("data_dirs is empty: give at least one folder of shards")
         run_id = uuid.uuid4().hex[:12]
-        run = Run(run_id=run_id, scale=scale, exp_name=exp_name or f"{scale}_{run_id}",
+        run = Run(run_id=run_id, scale=scale, exp_name=exp_name or f"{scale_name}_{run_id}",
                   output_dir=output_dir or self.output_dir, data_dirs=list(data_dirs),
                   data_weights=list(data_weights or []), num_checkpoints=num_checkpoints or self.num_checkpoints,
                   seed=seed, workers=self.workers, device=self.device)
@@ -148,12 +151,17 @@ class TrainerStage(Stage):
         """Run to the end (one at a time); the final state."""
         with self._one_at_a_time:
             if not run.cancelled:
-                run.start()
-                run.process.wait()
+                try:
+                    run.start()
+                except OSError as exc:
+                    run.start_error = f"could not start the training process: {exc}"
+                    log.error("run_not_started", run_id=run.run_id, error=str(exc))
+                else:
+                    run.process.wait()
         return run.state()
 
     def process(self, ref: ShardRef) -> ShardRef:
-        run = self.new_run([ref.uri], exp_name=f"{ref.job_id}-{self.scale}")
+        run = self.new_run([ref.uri], exp_name=f"{ref.job_id}-{load_scale(self.scale).name}")
         state = self.execute(run)
         if state.state != "done":
             raise RuntimeError(f"training run {run.exp_name} {state.state}: {state.error[-500:]}")
