@@ -55,6 +55,10 @@ def _add_run_parser(subparsers) -> None:
     pipeline.add_argument("--fraction", type=float, default=None, help="clip_score baselines: top fraction kept")
     pipeline.add_argument("--arch", default=None, help="clip_score baselines: which model key's score (b32, l14)")
     pipeline.add_argument("--shard_size", type=int, default=10_000, help="samples per resharded shard")
+    loop = parser.add_argument_group("training and evaluation (the full DataComp loop)")
+    loop.add_argument("--train_scale", default="", help="train a CLIP on the subset at this scale (e.g. tiny)")
+    loop.add_argument("--eval_data", default="", help="evaluate the trained model on these sets "
+                      "(winnow eval-data build --out DIR)")
     downloader_cli.add_download_options(parser)
     parser.set_defaults(func=run_command)
 
@@ -81,9 +85,34 @@ def run_command(args: argparse.Namespace) -> int:
         resharded = filter_job(args, manifest, stages[-1].name)
         console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
                       f"-> {resharded.uri}")
+        if args.train_scale:
+            train_and_evaluate(args, manifest, resharded.uri, console)
     for letter in result.dead_letters:
         console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
     return 1 if result.dead_letters else 0
+
+
+def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, console: Console) -> None:
+    """Train the chosen scale on the subset, then evaluate it and print DataComp's table."""
+    from services.trainer.train import TrainConfig, train
+
+    trained = train(TrainConfig(scale=args.train_scale, data=(subset_dir,),
+                                output_dir=f"{manifest.job_root}/training", exp_name=f"{args.train_scale}_scale",
+                                num_checkpoints=2, workers=1))
+    console.print(f"trained {trained.scale.name} ({trained.scale.model}): {trained.samples_seen} samples seen, "
+                  f"final loss {trained.final_loss} -> {trained.checkpoint}")
+    if not args.eval_data:
+        console.print("evaluation skipped: no --eval_data (winnow eval-data build --out DIR)")
+        return
+    from services.evaluator.cli import run_evaluation
+    from services.evaluator.evaluate import results_tables
+
+    evaluation = argparse.Namespace(train_output_dir=str(trained.run_dir), output_dir=None, data_dir=args.eval_data,
+                                    tasks=None, model=None, checkpoint=None, batch_size=64, device=None,
+                                    overwrite=False)
+    results, _ = run_evaluation(evaluation, console)
+    for table in results_tables(results):
+        console.print(table)
 
 
 def filter_job(args: argparse.Namespace, manifest, last_stage: str):

@@ -94,3 +94,17 @@ def test_bad_input_gets_a_clear_error(tmp_path):
     bad = winnow("download", "--url_list", str(broken), "--output_folder", str(tmp_path / "o2"))
     assert bad.returncode == 2
     assert "cannot read" in bad.stderr
+
+
+@pytest.mark.slow
+def test_run_goes_on_to_training_and_evaluation(tmp_path):
+    built = winnow("eval-data", "build", "--out", str(tmp_path / "eval"), "--fashion_mnist_size", "50",
+                   "--retrieval_size", "30")
+    assert built.returncode == 0, built.stderr
+    result = winnow("run", "--example", "--out", str(tmp_path / "run"), "--no_progress", "--filter", "no_filter",
+                    "--train_scale", "tiny", "--eval_data", str(tmp_path / "eval"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained tiny (winnow-tiny-ViT): 4096 samples seen" in result.stdout
+    summary = json.loads((tmp_path / "run" / "training" / "tiny_scale" / "eval_summary.json").read_text())
+    assert {t["key"]: t["status"] for t in summary["tasks"]}["fashion_mnist"] == "ok"
+    assert summary["aggregate"]["covered"] == 0 and summary["aggregate"]["of"] == 38
