@@ -1,8 +1,8 @@
 """CLIP embedding throughput: the same model through Triton (gRPC) and in-process, in one run.
 
-The model is an open_clip architecture (default ``winnow-tiny-ViT``, winnow's own small config,
-with random weights saved to a checkpoint file here; ``--arch ViT-B-32`` is random-initialised
-and slow on CPU). Both sides build it with one factory, :func:`clip_encoder`, which is
+The model is an open_clip architecture (default ``winnow-tiny-ViT``, winnow's own small config;
+``--arch ViT-B-32`` is slow on CPU) with random weights (seed 0) saved to a checkpoint file here,
+which both sides load. Both sides build it with one factory, :func:`clip_encoder`, which is
 :class:`shared.models.clip.OpenClipEncoder` with torch's thread count set first:
 
 * in-process: ``clip_encoder(...)`` in this process, ``embed_images`` / ``embed_texts`` called
@@ -23,7 +23,9 @@ texts. Each side is warmed up with one full pass; then ``--repeats`` passes alte
 two (the order flips each repeat) and the median pass is reported, as items per second. The
 Triton embeddings are checked against the in-process ones.
 
-To show where the Triton path's extra time goes, the run also prints, per item: Triton's own
+To show where the Triton path's extra time goes, the run also prints, per item: the CPU time
+of each process over the timed passes (this one, i.e. the in-process model or the Triton client;
+``tritonserver``; the python-backend stubs; read from ``/proc``), Triton's own
 statistics of the timed passes (``queue``: waiting for the model instance; ``input``: copying the
 request into the stub's shared memory; ``execute``: the stub's ``execute``, i.e. unpacking and
 decoding the rows in ``shared/triton/python_model.py`` plus the model itself; ``output``), the
@@ -169,22 +171,72 @@ def stats_delta(before: dict[str, int], after: dict[str, int], rows: int) -> dic
     return out
 
 
+def process_tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds (user + system) of ``root`` and of its descendants, by command name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    usage: dict[int, tuple[str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended while listing
+            continue
+        name = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        usage[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
+    tree, frontier = {root}, [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(children)
+        frontier = children
+    out: dict[str, float] = {}
+    for pid in tree & usage.keys():
+        name, seconds = usage[pid]
+        out[name] = out.get(name, 0.0) + seconds
+    return out
+
+
+class CpuMeter:
+    """CPU seconds of this process ("client") and of the server's process tree (server, stubs)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+
+    def read(self) -> dict[str, float]:
+        tree = process_tree_cpu(self.server_pid)
+        stubs = sum(seconds for name, seconds in tree.items() if name.startswith("triton_python"))
+        return {"client": time.process_time(), "server": sum(tree.values()) - stubs, "stubs": stubs}
+
+
 def measure(name: str, sides: dict[str, Callable[[list], np.ndarray]], items: list, call_size: int,
-            repeats: int) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
-    """Warm each side up, then ``repeats`` alternating passes; seconds per pass and the outputs."""
+            repeats: int, cpu: CpuMeter) -> tuple[dict[str, list[float]], dict[str, list[dict]], dict]:
+    """Warm each side up, then ``repeats`` alternating passes: seconds and CPU seconds per pass, outputs."""
     outputs = {}
     for side, call in sides.items():
         seconds, outputs[side] = one_pass(call, items, call_size)
         log.info("warmed_up", what=name, side=side, seconds=round(seconds, 2))
     times: dict[str, list[float]] = {side: [] for side in sides}
+    cpu_times: dict[str, list[dict]] = {side: [] for side in sides}
     order = list(sides)
     for repeat in range(repeats):
         for side in order if repeat % 2 == 0 else order[::-1]:
+            before = cpu.read()
             seconds, _ = one_pass(sides[side], items, call_size)
+            after = cpu.read()
             times[side].append(seconds)
+            cpu_times[side].append({key: after[key] - before[key] for key in after})
             log.info("pass", what=name, side=side, repeat=repeat, seconds=round(seconds, 3),
                      per_second=round(len(items) / seconds, 1))
-    return times, outputs
+    return times, cpu_times, outputs
+
+
+def cpu_ms_per_item(passes: list[dict], items: int) -> dict[str, float]:
+    """Median CPU milliseconds per item of each process group over the passes, and their total."""
+    out = {key: 1e3 * statistics.median(p[key] for p in passes) / items for key in passes[0]}
+    out["total"] = 1e3 * statistics.median(sum(p.values()) for p in passes) / items
+    return {key: round(value, 4) for key, value in out.items()}
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -219,12 +271,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     images, texts = load_images(args.images, args.side)
     pixels = sum(image.shape[0] * image.shape[1] for image in images) / len(images)
-    log.info("inputs_ready", images=len(images), mean_pixels=round(pixels), seconds=round(time.perf_counter() - started, 1))
+    log.info("inputs_ready", images=len(images), mean_pixels=round(pixels),
+             seconds=round(time.perf_counter() - started, 1))
 
     with tempfile.TemporaryDirectory(prefix="winnow-bench-embed-") as tmp:
         tmp_path = Path(tmp)
-        pretrained = save_random_checkpoint(args.arch, tmp_path / "random.pt") if args.arch.startswith("winnow-") \
-            else None  # open_clip's own architectures are random-initialised without a file
+        pretrained = save_random_checkpoint(args.arch, tmp_path / "random.pt")  # both sides load the same weights
         factory_kwargs = {"arch": args.arch, "pretrained": pretrained, "threads": args.threads,
                           "batch_size": args.batch}
         local = clip_encoder(**factory_kwargs)
@@ -244,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
                     tower = contract.clip_tower_name(MODEL, contract.ModelKind.CLIP_IMAGE if kind == "images"
                                                      else contract.ModelKind.CLIP_TEXT)
                     before = server_stats(server.grpc_url, tower)
-                    times, outputs = measure(kind, {"in_process": local_call, "triton": remote_call}, items,
-                                             args.call_size, args.repeats)
+                    times, cpu_times, outputs = measure(
+                        kind, {"in_process": local_call, "triton": remote_call}, items, args.call_size,
+                        args.repeats, CpuMeter(server.proc.pid))
                     after = server_stats(server.grpc_url, tower)
                     difference = float(np.abs(outputs["in_process"] - outputs["triton"]).max())
                     if difference > 1e-3:
@@ -254,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
                     results[kind] = {
                         side: {"per_second": round(len(items) / statistics.median(seconds), 1),
                                "median_seconds": round(statistics.median(seconds), 4),
-                               "seconds": [round(s, 4) for s in seconds]}
+                               "seconds": [round(s, 4) for s in seconds],
+                               "cpu_ms_per_item": cpu_ms_per_item(cpu_times[side], len(items))}
                         for side, seconds in times.items()
                     }
                     results[kind]["ratio"] = round(results[kind]["triton"]["per_second"]
@@ -333,9 +387,13 @@ def report(figures: dict) -> None:
         breakdown = result["breakdown"]
         parts = [f"{label} {breakdown[key]:.3g}" for key, label in _LABELS.items() if key in breakdown]
         extra = f", frame {breakdown['frame_kb_per_row']:.0f} KB" if "frame_kb_per_row" in breakdown else ""
-        print(f"         ms per {kind[:-1]}: in-process {1e3 / local['per_second']:.3g}, triton "
-              f"{1e3 / triton['per_second']:.3g} = server [{', '.join(parts[:4])}] + ...; "
-              f"{', '.join(parts[4:])}{extra}; {breakdown['server_rows_per_execution']:.1f} rows per execution")
+        cpu = triton["cpu_ms_per_item"]
+        print(f"         cpu ms per {kind[:-1]}: in-process {local['cpu_ms_per_item']['total']:.3g}; triton "
+              f"{cpu['total']:.3g} = client {cpu['client']:.3g} + tritonserver {cpu['server']:.3g} "
+              f"+ stub {cpu['stubs']:.3g}")
+        print(f"         ms per {kind[:-1]} in triton: {', '.join(parts[:4])} "
+              f"({breakdown['server_rows_per_execution']:.1f} rows per execution)")
+        print(f"         ms per {kind[:-1]} alone: {', '.join(parts[4:])}{extra}")
 
 
 if __name__ == "__main__":
