@@ -34,6 +34,11 @@ def add_parser(subparsers) -> None:
     fetch = commands.add_parser("fetch", help="download DataComp's production weights (needs the internet)")
     fetch.add_argument("--dest", default="", help="default: WINNOW_MODELS_DIR or ~/.cache/winnow/models")
     fetch.set_defaults(func=fetch_weights)
+    clip = commands.add_parser("train-clip", help="train the small offline CLIP on openclipart (minutes on a CPU)")
+    clip.add_argument("--workdir", default="runs/offline-clip")
+    clip.add_argument("--samples_seen", type=int, default=60_000)
+    clip.add_argument("--eval_data", default="", help="local evaluation sets to report on (winnow eval-data build)")
+    clip.set_defaults(func=train_clip)
     serve = commands.add_parser("serve", help="run Triton on a model repository until interrupted")
     serve.add_argument("--repository", required=True)
     serve.add_argument("--workdir", default="")
@@ -146,4 +151,14 @@ def serve_repository(args: argparse.Namespace) -> int:
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+    return 0
+
+
+def train_clip(args: argparse.Namespace) -> int:
+    from services.trainer.offline_clip import MODEL_FILE, train_offline_clip
+
+    report = train_offline_clip(Path(args.workdir), models_dir(), args.samples_seen, args.eval_data)
+    console = Console()
+    console.print_json(data=report)
+    console.print(f"weights: {models_dir() / MODEL_FILE}; use --clip_model b32=winnow-tiny-ViT:{models_dir() / MODEL_FILE}")
     return 0
