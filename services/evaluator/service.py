@@ -56,14 +56,19 @@ class EvaluatorStage(Stage):
 
 
 def results_message(results) -> training_pb2.EvaluationResults:
-    aggregate = results.aggregate
+    return summary_message(results.to_dict())
+
+
+def summary_message(summary: dict) -> training_pb2.EvaluationResults:
+    """The API's view of a results summary (``Results.to_dict()``, as ``eval_summary.json`` holds)."""
+    aggregate = summary["aggregate"]
     return training_pb2.EvaluationResults(
-        tasks=[training_pb2.TaskResult(task=t.key, status=t.status, metric=t.main_metric or "",
-                                       value=t.score if t.score is not None else 0.0, error=t.error)
-               for t in results.tasks],
-        average=aggregate.average or 0.0, tasks_covered=aggregate.covered,
-        group_means={g.key: g.score for g in aggregate.groups if g.score is not None},
-        json=json.dumps(results.to_dict()))
+        tasks=[training_pb2.TaskResult(task=t["key"], status=t["status"], metric=t["main_metric"] or "",
+                                       value=t["score"] if t["score"] is not None else 0.0, error=t["error"])
+               for t in summary["tasks"]],
+        average=aggregate["average"] or 0.0, tasks_covered=aggregate["covered"],
+        group_means={g["key"]: g["score"] for g in aggregate["groups"] if g["score"] is not None},
+        json=json.dumps(summary))
 
 
 class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
@@ -82,6 +87,13 @@ class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return results_message(results)
+
+
+    def GetResults(self, request, context):
+        path = Path(request.train_output_dir) / SUMMARY_FILE
+        if not request.train_output_dir or not path.is_file():
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no results at {path}: evaluate the run first")
+        return summary_message(json.loads(path.read_text()))
 
 
 def bindings(stage: EvaluatorStage):

@@ -54,6 +54,11 @@ def test_grpc_evaluate_and_the_bus_worker(eval_data, run_dir):
             assert summary["aggregate"]["of"] == 38
             assert all(0.0 <= score <= 1.0 for score in summary["aggregate"]["extra"].values())
             assert len(summary["aggregate"]["extra"]) == 2
+            stored = stub.GetResults(training_pb2.GetResultsRequest(train_output_dir=str(run_dir)))
+            assert {t.task: t.value for t in stored.tasks} == {t.task: t.value for t in reply.tasks}
+            with pytest.raises(grpc.RpcError) as no_results:
+                stub.GetResults(training_pb2.GetResultsRequest(train_output_dir=str(run_dir.parent)))
+            assert no_results.value.code() == grpc.StatusCode.NOT_FOUND
             with pytest.raises(grpc.RpcError) as missing:
                 stub.Evaluate(training_pb2.EvaluateRequest(train_output_dir=str(run_dir.parent / "nope")))
             assert missing.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
