@@ -18,6 +18,7 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from shared.messages import ShardRef
@@ -62,9 +63,10 @@ class Verdict:
     image: bytes | None = None  # a replacement image in the sample's format (e.g. blurred)
 
 
-def iter_samples(ref: ShardRef) -> Iterator[tuple[dict[str, Any], dict[str, bytes] | None]]:
-    """Every ledger row of the shard in order, with its tar members when it is a kept sample."""
-    rows = read_table(ref.uri).to_pylist()
+def iter_samples(ref: ShardRef, table: pa.Table) -> Iterator[tuple[dict[str, Any], dict[str, bytes] | None]]:
+    """Every ledger row of the shard (``table``, its parquet) in order, with its tar members when it
+    is a kept sample."""
+    rows = table.to_pylist()
     members = iter_tar_samples(ref.uri)
     for row in rows:
         if row["status"] != SUCCESS:
@@ -91,13 +93,14 @@ class SampleStage(Stage):
         return {}
 
     def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
+        table = read_table(ref.uri)
         writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
-                             extra_schema=read_table(ref.uri).schema)
+                             extra_schema=table.schema)
         try:
             shard: dict[str, Any] = {"ref": ref}
             pending: list[tuple[dict[str, Any], dict[str, bytes] | None]] = []
             kept_in_batch = 0
-            for row, files in iter_samples(ref):
+            for row, files in iter_samples(ref, table):
                 pending.append((row, files))
                 kept_in_batch += files is not None
                 if kept_in_batch >= self.batch_size:

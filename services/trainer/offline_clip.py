@@ -32,6 +32,25 @@ class TrainingSet:
     shards: int
 
 
+def clipart_thumbnail(path: Path, side: int = 64) -> bytes | None:
+    """A clip-art PNG matted on white and squashed to ``side`` px, as JPEG; None when it is too big."""
+    if path.stat().st_size > _MAX_FILE_BYTES:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            if image.width * image.height > _MAX_PIXELS:
+                return None
+            image = image.convert("RGBA")
+            image.thumbnail((2 * side, 2 * side))
+            canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            canvas.alpha_composite(image)
+            image = canvas.convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def build_openclipart_training_set(out: Path, side: int = 64, per_shard: int = 1000,
                                    limit: int | None = None) -> TrainingSet:
     """Every usable, not held-out openclipart PNG with its title (the first ``limit``), as winnow
@@ -42,21 +61,12 @@ def build_openclipart_training_set(out: Path, side: int = 64, per_shard: int = 1
     samples: list[tuple[str, str, bytes]] = []
     for path in paths:
         caption = clipart_title(path)
-        if not caption or path.stat().st_size > _MAX_FILE_BYTES:
+        if not caption:
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                if image.width * image.height > _MAX_PIXELS:
-                    continue
-                image = image.convert("RGBA")
-                image.thumbnail((2 * side, 2 * side))
-                canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                canvas.alpha_composite(image)
-                image = canvas.convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", quality=90)
-        samples.append((path.as_uri(), caption, buffer.getvalue()))
+        jpeg = clipart_thumbnail(path, side)
+        if jpeg is None:
+            continue
+        samples.append((path.as_uri(), caption, jpeg))
         if limit is not None and len(samples) >= limit:
             break
     out.mkdir(parents=True, exist_ok=True)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-from PIL import Image
-
+from services.trainer.offline_clip import clipart_thumbnail
 from shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
 from tests.infra.images import openclipart_images, title_from_path
-
-_MAX_FILE_BYTES = 400_000  # the package also holds 100+ megapixel PNGs; skip them for speed
-_MAX_PIXELS = 4_000_000
 
 
 def clipart_samples(count: int, side: int = 64) -> list[tuple[str, bytes]]:
@@ -20,19 +15,10 @@ def clipart_samples(count: int, side: int = 64) -> list[tuple[str, bytes]]:
     samples = []
     for path in openclipart_images(limit=3 * count):
         caption = title_from_path(path)
-        if not caption or path.stat().st_size > _MAX_FILE_BYTES:
+        jpeg = clipart_thumbnail(path, side) if caption else None
+        if jpeg is None:
             continue
-        with Image.open(path) as image:
-            if image.width * image.height > _MAX_PIXELS:
-                continue
-            image = image.convert("RGBA")
-            image.thumbnail((2 * side, 2 * side))
-            canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            canvas.alpha_composite(image)
-            image = canvas.convert("RGB").resize((side, side), Image.Resampling.BICUBIC)
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=90)
-        samples.append((caption, out.getvalue()))
+        samples.append((caption, jpeg))
         if len(samples) == count:
             return samples
     raise RuntimeError(f"openclipart-png gave only {len(samples)} of {count} usable images")
