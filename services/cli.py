@@ -22,6 +22,7 @@ from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from services.pipeline import STAGE_NAMES
+from shared.deploy import cli as deploy_cli
 from shared.logs import configure_logging
 from shared.models import cli as models_cli
 from shared.shards import ShardFormatError
@@ -144,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     models_cli.add_parser(subparsers)
     trainer_cli.add_parser(subparsers)
     evaluator_cli.add_parser(subparsers)
+    deploy_cli.add_parser(subparsers)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Deployment artifacts generated from shared/topology.py: docker-compose.yml and k8s/."""
