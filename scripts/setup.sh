@@ -31,7 +31,7 @@ if $want_test; then
     DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png wordnet-base >/dev/null
   fi
   # Apache Kafka's jars from Maven Central (cached in ~/.cache/winnow).
-  .venv/bin/python -m tests.infra.kafka_broker --fetch >/dev/null
+  .venv/bin/python -m shared.devstack.kafka --fetch >/dev/null
   # Triton's server binary and python backend, unpacked from the nvidia-pytriton wheel.
   .venv/bin/python -m shared.triton.server --fetch >/dev/null
 fi

@@ -23,6 +23,7 @@ from services.trainer import cli as trainer_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from services.pipeline import STAGE_NAMES
 from shared.deploy import cli as deploy_cli
+from shared.devstack import cli as devstack_cli
 from shared.logs import configure_logging
 from shared.models import cli as models_cli
 from shared.shards import ShardFormatError
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer_cli.add_parser(subparsers)
     evaluator_cli.add_parser(subparsers)
     deploy_cli.add_parser(subparsers)
+    devstack_cli.add_parser(subparsers)
     return parser
 
 

@@ -25,6 +25,9 @@ TRITON_IMAGE = "ghcr.io/winnow-data/winnow-triton"
 TOPIC_PARTITIONS = 8
 #: Where jobs live in the object store.
 BUCKET = "winnow"
+#: Root of the writable state a service keeps on a volume (a PersistentVolume, a named volume, a
+#: local folder under ``winnow up``): every path in a service's ``env`` under it is such state.
+STATE_ROOT = "/var/lib/winnow"
 
 
 class Role(str, Enum):
@@ -73,6 +76,11 @@ class Service:
     def uses_triton(self) -> bool:
         return bool(self.models) or self.clip
 
+    @property
+    def state_paths(self) -> list[str]:
+        """Paths under :data:`STATE_ROOT` this service writes or reads: they need a volume."""
+        return sorted({value for value in self.env.values() if value.startswith(STATE_ROOT)})
+
 
 SERVICES: tuple[Service, ...] = (
     Service("extractor", "services.extractor", "image URLs and alt text from Common Crawl WARC/WAT files",
@@ -87,7 +95,8 @@ SERVICES: tuple[Service, ...] = (
     Service("dedup", "services.dedup", "drops evaluation-set copies and duplicates within the pool",
             shards_topic("safety"), shards_topic("dedup"), 50053, 9103,
             models=("near_duplicate",), max_replicas=1,  # its pool registry is one writer per job
-            resources=Resources("500m", "2Gi", "2", "8Gi")),
+            resources=Resources("500m", "2Gi", "2", "8Gi"),
+            env={"WINNOW_REGISTRY_DIR": f"{STATE_ROOT}/dedup", "WINNOW_EVAL_INDEX_DIR": ""}),
     Service("blur", "services.blur", "blurs detected faces",
             shards_topic("dedup"), shards_topic("blur"), 50054, 9104, models=("face_detector",)),
     Service("embed", "services.embed", "CLIP image and text embeddings and CLIP scores",
@@ -97,10 +106,13 @@ SERVICES: tuple[Service, ...] = (
             resources=Resources("1", "4Gi", "4", "16Gi")),
     Service("trainer", "services.trainer", "trains a CLIP on a subset with open_clip at a DataComp scale",
             shards_topic("reshard"), shards_topic("trainer"), 50057, 9107, role=Role.TRAINING, max_replicas=1,
-            resources=Resources("2", "8Gi", "8", "32Gi", gpu=1)),
+            resources=Resources("2", "8Gi", "8", "32Gi", gpu=1),
+            env={"WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"}),
     Service("evaluator", "services.evaluator", "evaluates a trained model on DataComp's tasks",
             shards_topic("trainer"), shards_topic("evaluator"), 50058, 9108, role=Role.TRAINING, max_replicas=1,
-            resources=Resources("1", "4Gi", "4", "16Gi", gpu=1)),
+            resources=Resources("1", "4Gi", "4", "16Gi", gpu=1),
+            # reads the trainer's runs (the same volume) and DataComp's evaluation sets
+            env={"WINNOW_EVAL_DATA_DIR": f"{STATE_ROOT}/eval-data"}),
 )
 
 #: The order shards flow in (extractor first when a crawl is the source).

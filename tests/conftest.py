@@ -14,8 +14,8 @@ import pytest
 
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_jpeg_corpus, skimage_photos
-from tests.infra.kafka_broker import KafkaBroker
-from tests.infra.s3_server import S3Server
+from shared.devstack.kafka import KafkaBroker
+from shared.devstack.s3 import S3Server
 
 from shared.triton.client import TritonClient
 from shared.triton.repository import write_model_repository

