@@ -24,11 +24,12 @@ uv pip install --quiet --python .venv/bin/python --no-deps -e .
 
 if $want_test; then
   # Real images for the tests (Debian openclipart-png; scikit-image's ship in its wheel).
-  # WordNet (Debian wordnet-base) for the text-based filter's real test.
-  if [ ! -d /usr/share/openclipart/png ] || [ ! -d /usr/share/wordnet ]; then
+  # WordNet (Debian wordnet-base) for the text-based filter's real test; Fashion-MNIST
+  # (dataset-fashion-mnist) for the evaluator's local zero-shot set.
+  if [ ! -d /usr/share/openclipart/png ] || [ ! -d /usr/share/wordnet ] || [ ! -d /usr/share/datasets/fashion-mnist ]; then
     sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png wordnet-base >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png wordnet-base dataset-fashion-mnist >/dev/null
   fi
   # Apache Kafka's jars from Maven Central (cached in ~/.cache/winnow).
   .venv/bin/python -m shared.devstack.kafka --fetch >/dev/null
