@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from shared.topology import PIPELINE, SERVICES, TOPIC_PARTITIONS, Endpoints, service_env, settings_class, topics
@@ -47,3 +49,11 @@ def test_the_stages_form_one_chain():
     assert len(set(ports)) == len(ports)
     assert all(1 <= s.max_replicas <= TOPIC_PARTITIONS for s in SERVICES)
     assert all(f"{s.input_topic}.dlq" in topics() for s in SERVICES)
+
+
+def test_the_readme_table_matches_the_topology():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for svc in SERVICES:
+        row = (f"| {svc.name} | `{svc.module}` | {svc.grpc_port} | {svc.metrics_port} | `{svc.input_topic}` | "
+               f"`{svc.output_topic}` |")
+        assert row in readme, f"README's topology table is out of date for {svc.name}"
