@@ -16,8 +16,10 @@ Prometheus exist, and whether the pods actually become ready.
 from __future__ import annotations
 
 import copy
+import re
 import shutil
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +32,7 @@ import yaml
 from shared.deploy.k8s_policy import policy_problems
 
 log = structlog.get_logger(__name__)
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: the Strimzi CRDs are large
 
 KUSTOMIZE_VERSION = "v5.5.0"
 KUSTOMIZE_CACHE = Path.home() / ".cache" / "winnow" / "bin"
@@ -61,7 +64,7 @@ def kustomize_build(directory: Path) -> list[dict[str, Any]]:
         raise KustomizeError(f"{' '.join(command)} took over {exc.timeout}s") from exc
     if result.returncode != 0:
         raise KustomizeError(f"{' '.join(command)} failed: {result.stderr.strip()}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    return [doc for doc in yaml.load_all(result.stdout, Loader=YAML_LOADER) if doc]
 
 
 def object_name(obj: dict[str, Any]) -> str:
@@ -78,22 +81,50 @@ def _path(parts) -> str:
 
 @cache
 def kubernetes_version() -> str:
+    """The newest Kubernetes version whose schemas kubernetes_validate bundles."""
     from kubernetes_validate.utils import latest_version
 
     return latest_version()
 
 
-def builtin_problems(obj: dict[str, Any]) -> list[str]:
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError
+@cache
+def _builtin_validator(api_version: str, kind: str) -> jsonschema.Validator | None:
+    """kubernetes_validate's strict schema for a kind, as its ``validate`` finds it, built once
+    (its ``validate`` reads the multi-megabyte definitions file on every call)."""
+    import referencing
+    from kubernetes_validate.utils import schema_contents
 
+    version = kubernetes_version()
+    directory = f"kubernetes-json-schema/v{version}-local-strict"
+    group = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)  # rbac.authorization.k8s.io/v1 -> rbac-v1
     try:
-        kubernetes_validate.validate(obj, kubernetes_version(), strict=True)
-    except kubernetes_validate.ValidationError as exc:
-        return [f"{_path(exc.path)}: {exc.message} (Kubernetes {exc.version})"]
-    except SchemaNotFoundError as exc:
-        return [f"unknown kind: {exc.message}"]
-    return []
+        schema = schema_contents(f"{directory}/{kind.lower()}-{group}.json", version)
+    except FileNotFoundError:
+        return None
+    definitions = _definitions(directory)
+    registry = referencing.Resource.from_contents(schema) @ (definitions @ referencing.Registry())
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+@cache
+def _definitions(directory: str):
+    import referencing
+    from kubernetes_validate.utils import schema_contents
+
+    return referencing.Resource.from_contents(schema_contents(f"{directory}/_definitions.json", kubernetes_version()))
+
+
+def builtin_problems(obj: dict[str, Any]) -> list[str]:
+    """Kubernetes' strict schema errors of one object (unknown fields included)."""
+    validator = _builtin_validator(str(obj.get("apiVersion", "")), str(obj.get("kind", "")))
+    if validator is None:
+        return [f"unknown kind: Kubernetes {kubernetes_version()} has no {obj.get('kind')} in {obj.get('apiVersion')}"]
+    return [f"{_path(error.absolute_path)}: {error.message} (Kubernetes {kubernetes_version()})"
+            for error in _sorted(validator.iter_errors(obj))]
+
+
+def _sorted(errors) -> list[jsonschema.ValidationError]:
+    return sorted(errors, key=lambda error: [str(part) for part in error.absolute_path])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +167,7 @@ class CustomResourceSchemas:
     def load(cls, directory: Path) -> CustomResourceSchemas:
         validators, groups = {}, set()
         for path in sorted(directory.glob("*.yaml")):
-            for crd in yaml.safe_load_all(path.read_text()):
+            for crd in yaml.load_all(path.read_text(), Loader=YAML_LOADER):
                 if not crd or crd.get("kind") != "CustomResourceDefinition":
                     continue
                 spec = crd["spec"]
@@ -158,8 +189,7 @@ class CustomResourceSchemas:
             known = ", ".join(f"{kind} {api}" for api, kind in sorted(self.validators))
             return [f"no CRD in k8s/crds serves {key[1]} {key[0]} (known: {known})"]
         body = {k: v for k, v in obj.items() if k != "metadata"}
-        problems = [f"{_path(error.absolute_path)}: {error.message}"
-                    for error in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))]
+        problems = [f"{_path(error.absolute_path)}: {error.message}" for error in _sorted(validator.iter_errors(body))]
         # metadata is ObjectMeta whatever the CRD says: validate it as the API server does
         problems += [f"metadata.{p}" for p in builtin_problems(
             {"apiVersion": "v1", "kind": "ConfigMap", "metadata": obj.get("metadata") or {}})]
@@ -195,15 +225,22 @@ def validate_kustomizations(k8s: Path, names: tuple[str, ...]) -> list[str]:
         kustomize_command()
     except KustomizeError as exc:
         return [str(exc)]
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:  # kustomize runs are independent processes
+        builds = dict(zip(names, pool.map(_try_build, [k8s / name for name in names])))
     problems = []
-    for name in names:
-        try:
-            objects = kustomize_build(k8s / name)
-        except KustomizeError as exc:
-            problems.append(f"{name}: {exc}")
+    for name, objects in builds.items():
+        if isinstance(objects, KustomizeError):
+            problems.append(f"{name}: {objects}")
             continue
         external = frozenset(EXTERNAL["*"] | EXTERNAL.get(name, set()))
         found = validate_objects(objects, crds, external)
         log.debug("kustomization_validated", kustomization=name, objects=len(objects), problems=len(found))
         problems += [f"{name}: {problem}" for problem in found]
     return problems
+
+
+def _try_build(directory: Path) -> list[dict[str, Any]] | KustomizeError:
+    try:
+        return kustomize_build(directory)
+    except KustomizeError as exc:
+        return exc
