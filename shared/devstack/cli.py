@@ -20,7 +20,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
+from services.trainer.offline_clip import MODEL_FILE
 from shared import topology
+from shared.models.registry import models_dir
 
 DEFAULT_STATE_DIR = ".winnow"
 SCALE_FILE = "scale.json"
@@ -61,8 +63,13 @@ def up_command(args: argparse.Namespace) -> int:
                            clip_models=tuple(args.clip_model), extra_env=_extra_env(args.env),
                            kafka_bootstrap=args.kafka)
     if "embed" in options.services and not options.clip_models:
-        raise ValueError("embed needs a CLIP model: --clip_model b32=winnow-tiny-ViT:PATH (winnow models train-clip) "
-                         "or b32=ViT-B-32:openai, or leave embed out with --services")
+        offline = models_dir() / MODEL_FILE
+        if not offline.is_file():
+            raise ValueError("embed needs a CLIP model: train the offline one (`winnow models train-clip`), give "
+                             "--clip_model b32=ViT-B-32:openai where weights can be fetched, or leave embed out "
+                             "with --services")
+        options.clip_models = (f"b32=winnow-tiny-ViT:{offline}",)
+        console.print(f"embed: the offline CLIP {offline} as b32")
     stop = threading.Event()
     scale_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
