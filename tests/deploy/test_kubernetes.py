@@ -214,7 +214,7 @@ def test_the_training_job_command_is_what_torchrun_and_winnow_train_accept(build
 
 
 @pytest.fixture
-def copy(tmp_path: Path) -> Path:
+def k8s_copy(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "k8s", tmp_path / "k8s")
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
     return tmp_path
@@ -289,26 +289,36 @@ MISTAKES = {
 
 
 @pytest.mark.parametrize("mistake", list(MISTAKES))
-def test_check_reports_the_mistake(copy, mistake):
+def test_check_reports_the_mistake(k8s_copy, mistake):
     file, kind, name, change, expected = MISTAKES[mistake]
-    edit(copy, file, kind, name, change)
-    problems = kubernetes.check(copy)
+    edit(k8s_copy, file, kind, name, change)
+    problems = kubernetes.check(k8s_copy)
     assert any(expected in problem for problem in problems), "\n".join(problems)
 
 
-def test_an_unknown_kind_is_an_error_not_a_pass(copy):
-    (copy / "k8s/base/extra.yaml").write_text(yaml.safe_dump(
+def test_an_unknown_kind_is_an_error_not_a_pass(k8s_copy):
+    (k8s_copy / "k8s/base/extra.yaml").write_text(yaml.safe_dump(
         {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": "x"}, "spec": {}}))
-    (copy / "k8s/base/kustomization.yaml").write_text(
-        (copy / "k8s/base/kustomization.yaml").read_text() + "- extra.yaml\n")
-    problems = kubernetes.check(copy)
+    (k8s_copy / "k8s/base/kustomization.yaml").write_text(
+        (k8s_copy / "k8s/base/kustomization.yaml").read_text() + "- extra.yaml\n")
+    problems = kubernetes.check(k8s_copy)
     assert any("ScaledJob/x: no CRD in k8s/crds serves ScaledJob keda.sh/v1alpha1" in p for p in problems), problems
 
 
-def test_without_kustomize_check_says_how_to_get_it(copy, monkeypatch, tmp_path):
+def test_without_kustomize_check_says_how_to_get_it(k8s_copy, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr("shared.deploy.k8s_validate.KUSTOMIZE_CACHE", tmp_path / "no-cache")
     with pytest.raises(KustomizeError, match="go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"):
         kustomize_command()
-    problems = kubernetes.check(copy)
+    problems = kubernetes.check(k8s_copy)
     assert len(problems) == 1 and "neither kubectl nor kustomize" in problems[0]
+
+
+def test_without_kubectl_a_kustomize_binary_in_the_cache_is_used(monkeypatch, tmp_path):
+    from shared.deploy.k8s_validate import KUSTOMIZE_CACHE
+
+    if not (KUSTOMIZE_CACHE / "kustomize").exists():
+        pytest.skip(f"no kustomize in {KUSTOMIZE_CACHE}")
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert kustomize_command() == [str(KUSTOMIZE_CACHE / "kustomize"), "build"]
+    assert kubernetes.check(REPO) == []
