@@ -2,12 +2,19 @@
 
     winnow train --scale small --data_dir train/clip30 --output_dir runs --exp_name clip30
     winnow train --scale small --data_dir a --data_dir b --data_weights 0.7 0.3 --output_dir runs ...
+    winnow train --scale small --data_dir jobs/j1 --data_dir s3://bucket/shards/ --data_dir extra.parquet ...
     torchrun --nproc_per_node 8 -m services.trainer.train --scale medium --data_dir ... (same options)
 
 The scale fixes the model, the samples seen, the global batch size and the learning-rate schedule
 (DataComp's debug, small, medium, large, xlarge, or winnow's tiny; or a scale .json file). A run
 started again with the same --output_dir and --exp_name resumes from its newest checkpoint.
 DataComp's ``a::b`` and ``1::2`` forms of --data_dir and --data_weights are accepted too.
+
+A --data_dir is any data source: a folder of NNNNN.tar shards (local or s3://...), a winnow job
+folder (its reshard/ subset, else its furthest stage), a pool of url and caption (parquet, CSV,
+...; downloaded first into OUTPUT_DIR/EXP_NAME/sources/, once, with the download options below),
+a .tar, a brace pattern or a pipe: URL. --data_weights are the proportions of samples drawn from
+each source (DataComp's meaning), whatever their shard and sample counts.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ import argparse
 
 from rich.console import Console
 
+from services.downloader.cli import add_download_options, download_options
+from services.downloader.pool import FORMATS
 from services.trainer.scales import available_scales
+from services.trainer.sources import PoolOptions
 from services.trainer.train import PRECISIONS, TrainConfig, train
 
 
@@ -24,10 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--scale", required=True,
                         help=f"competition scale ({', '.join(available_scales())}) or a scale .json file")
     parser.add_argument("--data_dir", action="append", required=True,
-                        help="shard folder (or webdataset pattern) of one data source; repeat for several")
+                        help="one data source: shard folder (local or s3://...), winnow job folder, pool file "
+                             "(parquet, csv, ...: downloaded first), .tar, brace pattern or pipe: URL; "
+                             "repeat for several")
     parser.add_argument("--data_weights", nargs="+", default=None,
-                        help="one weight per --data_dir: open_clip's upsampling factor, given to each shard of "
-                             "the source, so a source's share is its weight times its shard count")
+                        help="one weight per --data_dir: the proportions of samples drawn from the sources "
+                             "(normalised; default: in proportion to their sizes)")
     parser.add_argument("--output_dir", required=True, help="folder for runs; this one goes to OUTPUT_DIR/EXP_NAME")
     parser.add_argument("--exp_name", default=None, help="name of the run (default: SCALE_scale)")
     parser.add_argument("--num_checkpoints", type=int, default=5, help="checkpoints saved over the run")
@@ -50,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     checkpointing.add_argument("--no_grad_checkpointing", dest="grad_checkpointing", action="store_const",
                                const=False, help="keep activations (faster, more memory)")
     parser.add_argument("--report_to", default="none", help="none, tensorboard, wandb or all")
+    pools = parser.add_argument_group("pool sources (downloaded before training)")
+    pools.add_argument("--pool_samples_per_shard", type=int, default=10_000, help="samples per downloaded shard")
+    pools.add_argument("--pool_input_format", choices=FORMATS, default="", help="default: from the file name")
+    pools.add_argument("--pool_url_col", default="url")
+    pools.add_argument("--pool_caption_col", default="text")
+    pools.add_argument("--pool_download_workers", type=int, default=2, help="shards downloaded at once")
+    add_download_options(parser)
     return parser
 
 
@@ -79,7 +98,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=None if str(args.resume).lower() == "none" else args.resume, accum_freq=args.accum_freq,
         log_every_n_steps=args.log_every_n_steps, grad_clip_norm=args.grad_clip_norm,
         save_frequency=args.save_frequency, grad_checkpointing=args.grad_checkpointing,
-        report_to=args.report_to)
+        report_to=args.report_to, pool=pool_options(args))
+
+
+def pool_options(args: argparse.Namespace) -> PoolOptions:
+    """How pool sources are downloaded, from the pool and download options."""
+    return PoolOptions(download=download_options(args), samples_per_shard=args.pool_samples_per_shard,
+                       input_format=args.pool_input_format, url_col=args.pool_url_col,
+                       caption_col=args.pool_caption_col or None, workers=args.pool_download_workers)
 
 
 def train_command(args: argparse.Namespace) -> int:

@@ -2,8 +2,13 @@
 
 A run is ``python -m services.trainer.train`` in its own process (so a run can be cancelled, and
 a service restart loses nothing: open_clip resumes the run from its latest checkpoint). Its
-state is read from the run's folder: ``out.log`` (loss, samples seen), ``checkpoints/`` and
-``info.json`` (written when it ends).
+state is read from the run's folder: ``sources.json`` (the data sources as resolved), ``out.log``
+(loss, samples seen), ``checkpoints/`` and ``info.json`` (written when it ends).
+
+A run's data sources are any that ``winnow train`` takes (``services.trainer.sources``): shard
+folders local or on object storage, winnow job folders, pool files (downloaded by the run into
+its folder first), patterns. ``StartRun`` refuses, as INVALID_ARGUMENT, a source that does not
+exist and weights that do not fit, before anything starts.
 
 Over Kafka the stage consumes the filter's ShardRefs (``uri`` = a resharded subset), trains the
 configured scale on it and publishes a ShardRef whose ``uri`` is the run's folder, for the
@@ -12,6 +17,7 @@ evaluator.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import threading
@@ -23,6 +29,7 @@ import grpc
 import structlog
 
 from services.trainer.scales import load_scale
+from services.trainer.sources import check_sources
 from services.trainer.train import latest_checkpoint, plan_run, read_loss_history
 from shared.messages import ShardRef, make_ref
 from shared.proto import training_pb2, training_pb2_grpc
@@ -45,6 +52,7 @@ class Run:
     seed: int = 0
     workers: int = 2
     device: str | None = None
+    allow_networks: list[str] = field(default_factory=list)  # CIDRs pool downloads may reach
     process: subprocess.Popen | None = None
     cancelled: bool = False
     start_error: str = ""
@@ -63,7 +71,20 @@ class Run:
             command += ["--data_weights", *[str(w) for w in self.data_weights]]
         if self.device:
             command += ["--device", self.device]
+        if self.allow_networks:
+            command += ["--allow_networks", *self.allow_networks]
         return command
+
+    def sources(self) -> list[training_pb2.TrainingSource]:
+        """The sources as the run resolved them, once it has (its ``sources.json``)."""
+        path = self.run_dir / "sources.json"
+        try:
+            records = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+        return [training_pb2.TrainingSource(
+            name=r["name"], kind=r["kind"], spec=r["spec"], location=r["location"], sample_count=r["sample_count"] or 0,
+            proportion=r["proportion"] or 0.0, detail=r["detail"]) for r in records]
 
     def state(self) -> training_pb2.RunState:
         scale = load_scale(self.scale)
@@ -91,7 +112,7 @@ class Run:
         return training_pb2.RunState(
             run_id=self.run_id, state=status, scale=self.scale, exp_name=self.exp_name, run_dir=str(self.run_dir),
             samples_seen=losses[-1].samples_seen if losses else 0, samples_total=plan.samples_seen,
-            last_loss=losses[-1].loss if losses else 0.0, checkpoint=checkpoint, error=error)
+            last_loss=losses[-1].loss if losses else 0.0, checkpoint=checkpoint, error=error, sources=self.sources())
 
     def _log_tail(self) -> str:
         path = self.run_dir.parent / f"{self.exp_name}.trainer.log"
@@ -119,13 +140,14 @@ class TrainerStage(Stage):
     name = "trainer"
 
     def __init__(self, scale: str, output_dir: str, num_checkpoints: int = 5, workers: int = 2,
-                 device: str | None = None) -> None:
+                 device: str | None = None, allow_networks: tuple[str, ...] = ()) -> None:
         load_scale(scale)  # an unknown scale fails at start, clearly
         self.scale = scale
         self.output_dir = output_dir
         self.num_checkpoints = num_checkpoints
         self.workers = workers
         self.device = device
+        self.allow_networks = list(allow_networks)  # set by the operator, never by a request
         self.runs: dict[str, Run] = {}
         self._one_at_a_time = threading.Lock()
 
@@ -138,12 +160,13 @@ class TrainerStage(Stage):
         scale = scale or self.scale
         scale_name = load_scale(scale).name
         if not data_dirs:
-            raise ValueError("data_dirs is empty: give at least one folder of shards")
+            raise ValueError("data_dirs is empty: give at least one data source")
+        check_sources(data_dirs, list(data_weights) if data_weights else None)
         run_id = uuid.uuid4().hex[:12]
         run = Run(run_id=run_id, scale=scale, exp_name=exp_name or f"{scale_name}_{run_id}",
                   output_dir=output_dir or self.output_dir, data_dirs=list(data_dirs),
                   data_weights=list(data_weights or []), num_checkpoints=num_checkpoints or self.num_checkpoints,
-                  seed=seed, workers=self.workers, device=self.device)
+                  seed=seed, workers=self.workers, device=self.device, allow_networks=self.allow_networks)
         self.runs[run_id] = run
         return run
 
@@ -183,7 +206,7 @@ class TrainerServicer(training_pb2_grpc.TrainerServicer):
             run = self.stage.new_run(list(request.data_dirs), scale=request.scale or None, exp_name=request.exp_name,
                                      output_dir=request.output_dir, data_weights=list(request.data_weights),
                                      num_checkpoints=request.num_checkpoints, seed=request.seed)
-        except ValueError as exc:
+        except (ValueError, FileNotFoundError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         threading.Thread(target=self.stage.execute, args=(run,), name=f"run-{run.run_id}", daemon=True).start()
         return run.state()

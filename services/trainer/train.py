@@ -13,15 +13,19 @@ DistributedDataParallel ``device_ids``, which torch refuses for CPU modules). Da
 - the scale's batch size is global: each rank takes ``batch_size // (world_size * accum_freq)``;
 - ``--local-loss --gather-with-grad --ddp-static-graph`` (nothing in a single process), and
   ``--grad-checkpointing`` on GPUs;
-- several sources are sampled with ``--train-data-upsampling-factors``: open_clip gives every
-  shard of a source the source's weight, so a source's share is its weight times its shard count
-  (equal weights: proportional to size, as without weights).
+- several sources (``services.trainer.sources``: shard folders local or on object storage, winnow
+  job folders, pools downloaded first, patterns) are mixed as DataComp's ``--data_weights`` say:
+  a weight is the proportion of samples drawn from its source; they become open_clip's per-shard
+  ``--train-data-upsampling-factors`` through the sources' sample counts. Without weights
+  sources are drawn in proportion to their sizes.
 
 A run resumes from its newest checkpoint (``--resume latest`` with ``--save-most-recent``, whose
 ``epoch_latest.pt`` is replaced atomically), so a killed run started again with the same
-arguments picks up where it stopped; a finished one returns at once. When done, rank 0 writes
-``OUT/NAME/info.json`` (scale, arguments, final checkpoint, steps, samples seen, the loss history
-from open_clip's ``out.log``) and DataComp's ``info.pkl``, which DataComp's ``evaluate.py`` reads.
+arguments picks up where it stopped (pool sources are downloaded into ``OUT/NAME/sources/`` once);
+a finished one returns at once. Rank 0 writes the resolved sources to ``OUT/NAME/sources.json``
+before training and, when done, ``OUT/NAME/info.json`` (scale, sources with their kinds, counts
+and proportions, arguments, final checkpoint, steps, samples seen, the loss history from
+open_clip's ``out.log``) and DataComp's ``info.pkl``, which DataComp's ``evaluate.py`` reads.
 
 Runs are not bit-for-bit reproducible, resumed or not: open_clip's webdataset pipeline shuffles
 samples with webdataset's ``shuffle``, which seeds itself from the time and the pid. A resumed
@@ -43,15 +47,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.trainer import sources as data_sources
 from services.trainer.scales import Scale, resolve_scale
+from services.trainer.sources import PoolOptions, Source
 
 log = logging.getLogger(__name__)
 
 WEIGHT_DECAY = 0.2  # DataComp (and open_clip's default)
 PRECISIONS = ("amp", "amp_bf16", "amp_bfloat16", "bf16", "fp16", "pure_bf16", "pure_fp16", "fp32")
 LATEST_CHECKPOINT = "epoch_latest.pt"  # open_clip's --save-most-recent file
-_WEBDATASET_SCHEMES = ("file", "http", "https", "sftp", "ftps", "scp")  # webdataset's gopen
-_SHARD_NAME = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)\.tar$")
 
 
 class TrainingError(RuntimeError):
@@ -61,10 +65,10 @@ class TrainingError(RuntimeError):
 @dataclass(frozen=True)
 class TrainConfig:
     scale: str | Scale  # a named scale, a scale .json file, or a Scale
-    data: tuple[str, ...]  # shard folders ({00000000..N}.tar) or webdataset patterns, one per source
+    data: tuple[str, ...]  # one per source: shard folder, job folder, pool file, .tar, brace pattern, pipe: URL
     output_dir: str  # open_clip's --logs: the run lives in output_dir/exp_name
     exp_name: str | None = None  # default "{scale}_scale", as DataComp
-    data_weights: tuple[float, ...] | None = None  # one per source: upsampling factors
+    data_weights: tuple[float, ...] | None = None  # one per source: proportions of samples drawn (normalised)
     num_checkpoints: int = 5  # open_clip epochs; one checkpoint after each (DataComp's default)
     workers: int = 4  # data loader processes per rank (DataComp's default)
     seed: int = 0
@@ -78,6 +82,7 @@ class TrainConfig:
     save_frequency: int = 1  # keep epoch_K.pt every this many checkpoints (the last is always kept)
     report_to: str = "none"  # or tensorboard, wandb, all (open_clip's --report-to)
     extra_args: tuple[str, ...] = ()  # appended to open_clip's arguments last, so they win
+    pool: PoolOptions = field(default_factory=PoolOptions)  # how pool sources are downloaded
 
     def __post_init__(self) -> None:
         # accept lists from callers; the config stays hashable and frozen
@@ -87,14 +92,8 @@ class TrainConfig:
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
 
     def validate(self) -> None:
-        if not self.data:
-            raise ValueError("no training data: give at least one shard folder or pattern")
-        if self.data_weights is not None:
-            if len(self.data_weights) != len(self.data):
-                raise ValueError(f"{len(self.data_weights)} data weights for {len(self.data)} data sources; "
-                                 f"give one weight per source")
-            if any(not w > 0 for w in self.data_weights):
-                raise ValueError(f"data weights must be positive, got {list(self.data_weights)}")
+        data_sources.check_weights(self.data, self.data_weights)
+        self.pool.validate()
         for name in ("num_checkpoints", "accum_freq", "log_every_n_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -155,69 +154,19 @@ def plan_run(scale: Scale, *, num_checkpoints: int, world_size: int = 1, accum_f
 
 
 def source_patterns(source: str) -> list[str]:
-    """The webdataset patterns of one source: a shard folder becomes ``{first..last}.tar`` runs.
+    """The webdataset patterns of one source (not a pool: pools are downloaded by ``train``).
 
-    A folder holding winnow shards (``_stats.json`` completion markers) contributes only its
-    finished shards; a folder without markers (img2dataset, DataComp) contributes every tar. A
-    ``.tar`` file, a brace pattern or a ``pipe:`` URL is passed to webdataset as it is.
+    A shard folder becomes ``{first..last}.tar`` runs of its finished shards (all its tars when
+    it has no ``_stats.json`` markers); a job folder its ``reshard/`` or furthest stage; a ``.tar``,
+    a brace pattern or a ``pipe:`` URL is passed to webdataset as it is.
     """
-    path = Path(source)
-    scheme = re.match(r"^(\w+)://", source)
-    if scheme or source.startswith("pipe:"):
-        if scheme and scheme[1] not in _WEBDATASET_SCHEMES:
-            raise ValueError(f"{source}: webdataset opens local files, {', '.join(_WEBDATASET_SCHEMES)} URLs and "
-                             f"pipe: commands; for object storage give e.g. "
-                             f"'pipe:aws s3 cp s3://bucket/{{00000000..00000099}}.tar -'")
-        return [source]
-    if "{" in source or source.endswith(".tar"):
-        if "{" not in source and not path.is_file():
-            raise FileNotFoundError(f"training shard {source} does not exist")
-        return [source]
-    if not path.is_dir():
-        raise FileNotFoundError(f"training data folder {source} does not exist")
-    names = {p.name for p in path.iterdir()}
-    tars = sorted(n for n in names if n.endswith(".tar"))
-    if any(n.endswith("_stats.json") for n in names):
-        unfinished = [t for t in tars if f"{t[:-4]}_stats.json" not in names]
-        if unfinished:
-            log.warning("skipping %d unfinished shards in %s (no _stats.json): %s", len(unfinished), source,
-                        ", ".join(unfinished[:5]))
-        tars = [t for t in tars if t not in unfinished]
-    runs: dict[tuple[str, int], list[int]] = {}
-    for name in tars:
-        match = _SHARD_NAME.match(name)
-        if match is None:
-            raise ValueError(f"{path / name}: shard names must end in a number, as {{shard:08d}}.tar")
-        runs.setdefault((match["prefix"], len(match["number"])), []).append(int(match["number"]))
-    if not runs:
-        raise ValueError(f"no finished .tar shards in {source}")
-    patterns = []
-    for (prefix, width), numbers in sorted(runs.items()):
-        numbers.sort()
-        start = previous = numbers[0]
-        for number in [*numbers[1:], None]:  # contiguous runs; a gap starts a new pattern
-            if number is not None and number == previous + 1:
-                previous = number
-                continue
-            base = f"{path}/{prefix}"
-            if start == previous:
-                patterns.append(f"{base}{start:0{width}d}.tar")
-            else:
-                patterns.append(f"{base}{{{start:0{width}d}..{previous:0{width}d}}}.tar")
-            if number is not None:
-                start = previous = number
-    return patterns
+    return list(data_sources.resolve_source(source, count=False, download=False).patterns)
 
 
 def train_data_argument(data: Sequence[str], weights: Sequence[float] | None = None) -> tuple[str, str | None]:
-    """open_clip's ``--train-data`` and ``--train-data-upsampling-factors`` (``::``-separated)."""
-    patterns, factors = [], []
-    for index, source in enumerate(data):
-        source_parts = source_patterns(source)
-        patterns.extend(source_parts)
-        if weights is not None:
-            factors.extend([f"{weights[index]:g}"] * len(source_parts))
-    return "::".join(patterns), ("::".join(factors) if weights is not None else None)
+    """open_clip's ``--train-data`` and ``--train-data-upsampling-factors`` for sources that need no download."""
+    resolved = data_sources.resolve_sources(data, weights, count=weights is not None, download=False)
+    return data_sources.train_data(resolved)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -443,11 +392,21 @@ def train(config: TrainConfig) -> TrainResult:
                          "device_ids, which torch refuses for CPU modules; run one process on a CPU")
     plan = plan_run(scale, num_checkpoints=config.num_checkpoints, world_size=world_size,
                     accum_freq=config.accum_freq, workers=config.workers)
-    train_data = train_data_argument(config.data, config.data_weights)
-    args = open_clip_arguments(config, scale, world_size=world_size, train_data=train_data)
     name = config.run_name(scale)
     run_dir = Path(config.output_dir) / name
+    sources = data_sources.resolve_sources(config.data, config.data_weights, work_dir=str(run_dir), pool=config.pool,
+                                           download=rank == 0)
+    train_data = data_sources.train_data(sources)
+    args = open_clip_arguments(config, scale, world_size=world_size, train_data=train_data)
     if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_dir / "sources.json", json.dumps(sources_record(sources), indent=1).encode())
+        for source in sources:
+            log.info("source %s (%s): %s samples%s, drawn %s%s", source.name, source.kind,
+                     source.sample_count if source.sample_count is not None else "?",
+                     f" ({source.count_method})" if source.count_method else "",
+                     f"{source.proportion:.1%}" if source.proportion is not None else "in proportion to size",
+                     f"; {source.detail}" if source.detail else "")
         log.info("training %s (%s) on %s: %d steps of %d, %d checkpoints -> %s", scale.name, scale.model,
                  train_data[0], plan.steps, scale.batch_size, plan.epochs, run_dir)
     start = time.time()
@@ -466,7 +425,9 @@ def train(config: TrainConfig) -> TrainResult:
         "scale_config": scale.to_json(),
         "data": list(config.data),
         "data_weights": list(config.data_weights) if config.data_weights is not None else None,
+        "sources": sources_record(sources),
         "train_data": train_data[0],
+        "train_data_upsampling_factors": train_data[1],
         "exp_name": name,
         "checkpoint": str(checkpoint),
         "checkpoints": sorted(str(p) for p in (run_dir / "checkpoints").glob("epoch_*.pt")),
@@ -492,6 +453,11 @@ def train(config: TrainConfig) -> TrainResult:
              info["final_loss"], checkpoint)
     return TrainResult(run_dir=run_dir, checkpoint=checkpoint, scale=scale, epochs=plan.epochs, steps=plan.steps,
                        samples_seen=plan.samples_seen, seconds=seconds, losses=losses, info_path=info_path)
+
+
+def sources_record(sources: Sequence[Source]) -> list[dict]:
+    """The run's sources as ``sources.json`` and ``info.json`` record them."""
+    return [source.to_json() for source in sources]
 
 
 def main(argv: list[str] | None = None) -> int:
