@@ -16,6 +16,7 @@ from rich.console import Console
 from services.dedup import cli as dedup_cli
 from services.downloader import cli as downloader_cli
 from services.evaluator import cli as evaluator_cli
+from services.extractor import cli as extractor_cli
 from services.filter import cli as filter_cli
 from services.filter.apply import BASELINES
 from services.reshard import cli as reshard_cli
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_run_parser(subparsers)
     downloader_cli.add_parser(subparsers)
+    extractor_cli.add_parser(subparsers)
     dedup_cli.add_parser(subparsers)
     filter_cli.add_parser(subparsers)
     reshard_cli.add_parser(subparsers)
