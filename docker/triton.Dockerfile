@@ -84,7 +84,7 @@ ENV PATH=/opt/winnow/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER 10001:10001
 EXPOSE 8000 8001 8002
-HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
+HEALTHCHECK --interval=15s --timeout=10s --start-period=600s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=5)"]
 CMD ["tritonserver", "--model-repository=/opt/winnow/model-repository", "--model-control-mode=none", \
      "--strict-readiness=true", "--exit-on-error=true"]

@@ -283,7 +283,8 @@ def triton_service(repo: Path) -> dict[str, Any]:
         # the python backend passes tensors through /dev/shm; Docker's default 64 MB is too small
         "shm_size": "2gb",
         "healthcheck": healthcheck(["CMD", "python", "-c", "import urllib.request; urllib.request.urlopen("
-                                    f"'http://127.0.0.1:{ports['http']}/v2/health/ready', timeout=5)"], "300s"),
+                                    f"'http://127.0.0.1:{ports['http']}/v2/health/ready', timeout=5)"],
+                                   "600s"),  # every model loads before Triton is ready (ViT-L-14 on a CPU)
         "restart": "unless-stopped",
     }
 

@@ -172,3 +172,38 @@ def test_the_script_runs_as_the_image_runs_it(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "docker/lock_variant.py"), "gpu",
                           str(REPO / "requirements.lock"), str(base), str(torch)], capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown variant 'gpu'" in bad.stderr
+
+
+# --- the Triton image serves what the services ask for --------------------------------------------
+
+def _build_arg(dockerfile: Path, name: str) -> str:
+    for instruction in dockerfiles.parse_instructions(dockerfile.read_text()):
+        key, _, default = instruction.arguments.partition("=")
+        if instruction.keyword == "ARG" and key == name:
+            return default.strip('"')
+    raise AssertionError(f"{dockerfile} has no ARG {name}")
+
+
+def test_the_triton_image_serves_the_models_the_services_call_by_default():
+    from services.embed.__main__ import DATACOMP_CLIP_MODELS, EmbedSettings
+    from shared.curation_settings import CurationSettings
+    from shared.models.registry import all_presets
+
+    dockerfile = REPO / "docker/triton.Dockerfile"
+    preset = _build_arg(dockerfile, "MODEL_PRESET")
+    assert preset == CurationSettings.model_fields["model_preset"].default
+    assert {p.kind for p in all_presets() if p.preset == preset} >= {"text_toxicity", "image_nsfw", "face_detector",
+                                                                      "near_duplicate"}
+    served = dict(model.split("=", 1) for model in _build_arg(dockerfile, "CLIP_MODELS").split())
+    embed_default = EmbedSettings.model_fields["clip_models"].default_factory()
+    assert embed_default == DATACOMP_CLIP_MODELS
+    assert served == {key: f"{spec['arch']}:{spec['pretrained']}" for key, spec in embed_default.items()}
+
+
+def test_the_triton_image_runs_the_release_the_tests_run():
+    from shared.triton.server import WHEEL_VERSION
+
+    dockerfile = (REPO / "docker/triton.Dockerfile").read_text()
+    assert _build_arg(REPO / "docker/triton.Dockerfile", "PYTRITON_VERSION") == WHEEL_VERSION
+    # nvidia-pytriton 0.7.0 bundles Triton 2.51.0, the server of container release 24.10
+    assert WHEEL_VERSION == "0.7.0" and "FROM nvcr.io/nvidia/tritonserver:24.10-py3" in dockerfile
