@@ -21,7 +21,7 @@ from shared.deploy.k8s_common import (
     container_security_context,
     resources,
 )
-from shared.deploy.k8s_platform import triton_repository_args
+from shared.deploy.k8s_platform import WRITTEN_REPOSITORY, repository_writer, triton_args
 from shared.deploy.k8s_services import configmap_name, is_autoscaled
 from shared.topology import SERVICES, TOPIC_PARTITIONS, Resources, Role, platform, topics
 
@@ -87,18 +87,23 @@ def dev_volume_patch() -> dict[str, Any]:
 # gpu
 
 
-def gpu_patches() -> list[dict[str, Any]]:
+def gpu_patches(triton_image: str) -> list[dict[str, Any]]:
+    """Triton on a GPU serving the production preset (written at start from the weights volume),
+    and the services that train or evaluate on GPUs."""
     weights = {"name": "weights", "mountPath": WEIGHTS_DIR, "readOnly": True}
-    models_env = [{"name": "WINNOW_MODELS_DIR", "value": WEIGHTS_DIR}]
+    writer = repository_writer(triton_image, "production", WEIGHTS_DIR)
+    writer["volumeMounts"].append(weights)
     triton = {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": TRITON_NAME},
         "spec": {"template": {"spec": {
             "tolerations": [GPU_TOLERATION],
-            "initContainers": [{"name": "model-repository", "args": triton_repository_args("production"),
-                                "env": models_env, "volumeMounts": [weights]}],
-            "containers": [{"name": TRITON_NAME, "resources": resources(GPU_TRITON_RESOURCES, gpu=True),
-                            "env": models_env, "volumeMounts": [weights]}],
-            "volumes": [{"name": "weights", "persistentVolumeClaim": {"claimName": MODELS_PVC, "readOnly": True}},
+            "initContainers": [writer],
+            "containers": [{"name": TRITON_NAME, "args": triton_args(WRITTEN_REPOSITORY),
+                            "resources": resources(GPU_TRITON_RESOURCES, gpu=True),
+                            "env": [{"name": "WINNOW_MODELS_DIR", "value": WEIGHTS_DIR}],
+                            "volumeMounts": [{"name": "models", "mountPath": WRITTEN_REPOSITORY}, weights]}],
+            "volumes": [{"name": "models", "emptyDir": {"sizeLimit": "1Gi"}},
+                        {"name": "weights", "persistentVolumeClaim": {"claimName": MODELS_PVC, "readOnly": True}},
                         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}],
         }}},
     }

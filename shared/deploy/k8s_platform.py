@@ -1,9 +1,10 @@
 """The shared objects of the winnow namespace: the namespace, the platform ConfigMap, KEDA's Kafka
-credentials, the training volume, the credentials Secret's example, and Triton.
+credentials, the state volume, the credentials Secret's example, and Triton.
 
-Triton is a Deployment serving the model repository that an init container writes with
-``winnow models repository`` (both from the Triton image, which carries winnow for its python
-backend), scaled by KEDA on the time requests wait in its queue, as Prometheus reports it.
+Triton is a Deployment of the Triton image (docker/triton.Dockerfile), serving the model
+repository built into it (the offline preset and DataComp's two CLIP models), scaled by KEDA on
+the time requests wait in its queue, as Prometheus reports it. The GPU overlay serves the
+production preset instead, from a repository an init container writes (:func:`repository_writer`).
 """
 
 from __future__ import annotations
@@ -27,14 +28,11 @@ from shared.deploy.k8s_common import (
     selector,
 )
 from shared.deploy.k8s_services import (
-    CACHE_DIR,
     STARTUP_FAILURES,
     STARTUP_PERIOD_S,
-    cache_env,
     dns_egress,
     metrics_ingress,
     platform_config,
-    public_internet,
 )
 from shared.topology import SECRET_ENV, SERVICES, Resources
 
@@ -46,8 +44,11 @@ QUEUE_TIME_ACTIVATION_US = 1_000
 #: Mean queue time per successful request over the last minute, across Triton's replicas.
 QUEUE_TIME_QUERY = (f'sum(rate(nv_inference_queue_duration_us{{namespace="{NAMESPACE}"}}[1m])) / '
                     f'clamp_min(sum(rate(nv_inference_request_success{{namespace="{NAMESPACE}"}}[1m])), 1)')
-MODEL_DIR = "/models"
-#: DataComp's two CLIP models, served as clip_b32 and clip_l14 (the embed service's defaults).
+#: The repository docker/triton.Dockerfile writes at build time, and where the GPU overlay writes its own.
+BUILT_REPOSITORY = "/opt/winnow/model-repository"
+WRITTEN_REPOSITORY = "/models"
+#: DataComp's two CLIP models, served as clip_b32 and clip_l14 (the embed service's defaults);
+#: their weights are in the Triton image (HF_HOME), so writing a repository needs no internet.
 CLIP_MODELS = ("b32=ViT-B-32:openai", "l14=ViT-L-14:openai")
 #: KEDA's Kafka scaler parameters, read from CREDENTIALS_SECRET (absent keys: plaintext, no SASL).
 KEDA_KAFKA_KEYS = {"sasl": "keda-kafka-sasl", "username": "keda-kafka-username", "password": "keda-kafka-password",
@@ -92,43 +93,45 @@ def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
             "failureThreshold": failures}
 
 
-def triton_repository_args(preset: str) -> list[str]:
-    args = ["models", "repository", "--out", MODEL_DIR, "--preset", preset]
+def repository_writer(image: str, preset: str, models_dir: str) -> dict[str, Any]:
+    """An init container writing the Triton model repository of ``preset`` into WRITTEN_REPOSITORY,
+    with the weights ``winnow models fetch`` put in ``models_dir``."""
+    args = ["models", "repository", "--out", WRITTEN_REPOSITORY, "--preset", preset]
     for spec in CLIP_MODELS:
         args += ["--clip_model", spec]
-    return args
-
-
-def triton_deployment(image: str) -> dict[str, Any]:
-    volume_mounts = [{"name": "models", "mountPath": MODEL_DIR}, {"name": "cache", "mountPath": CACHE_DIR},
-                     {"name": "tmp", "mountPath": "/tmp"}]
-    writer = {
+    return {
         "name": "model-repository",
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["winnow"],
-        "args": triton_repository_args("offline"),
-        "env": cache_env(),
+        "args": args,
+        "env": [{"name": "WINNOW_MODELS_DIR", "value": models_dir}],
         "resources": resources(Resources("500m", "2Gi", "2", "8Gi")),
         "securityContext": container_security_context(),
-        "volumeMounts": volume_mounts,
+        "volumeMounts": [{"name": "models", "mountPath": WRITTEN_REPOSITORY}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+
+
+def triton_args(repository: str) -> list[str]:
+    return [f"--model-repository={repository}", "--model-control-mode=none", f"--http-port={TRITON_PORTS['http']}",
+            f"--grpc-port={TRITON_PORTS['grpc']}", f"--metrics-port={TRITON_PORTS['metrics']}",
+            "--strict-readiness=true", "--exit-on-error=true"]
+
+
+def triton_deployment(image: str) -> dict[str, Any]:
     server = {
         "name": TRITON_NAME,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["tritonserver"],
-        "args": [f"--model-repository={MODEL_DIR}", f"--http-port={TRITON_PORTS['http']}",
-                 f"--grpc-port={TRITON_PORTS['grpc']}", f"--metrics-port={TRITON_PORTS['metrics']}",
-                 "--strict-readiness=true", "--exit-on-error=true"],
+        "args": triton_args(BUILT_REPOSITORY),
         "ports": [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in TRITON_PORTS.items()],
-        "env": cache_env(),
         "resources": resources(TRITON_RESOURCES),
         "startupProbe": _http_probe("/v2/health/live", STARTUP_PERIOD_S, STARTUP_FAILURES),
         "readinessProbe": _http_probe("/v2/health/ready", 10, 3),
         "livenessProbe": _http_probe("/v2/health/live", 20, 3),
         "securityContext": container_security_context(),
-        "volumeMounts": [*volume_mounts, {"name": "dshm", "mountPath": "/dev/shm"}],
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "dshm", "mountPath": "/dev/shm"}],
     }
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata(TRITON_NAME, "inference"),
@@ -146,11 +149,9 @@ def triton_deployment(image: str) -> dict[str, Any]:
                     "automountServiceAccountToken": False,
                     "securityContext": pod_security_context(),
                     "terminationGracePeriodSeconds": 60,
-                    "initContainers": [writer],
                     "containers": [server],
-                    "volumes": [empty_dir("models", "1Gi"), empty_dir("cache", "20Gi"), empty_dir("tmp", "4Gi"),
-                                # the python backend passes tensors through shared memory
-                                empty_dir("dshm", "4Gi", memory=True)],
+                    # the python backend passes tensors through shared memory
+                    "volumes": [empty_dir("tmp", "4Gi"), empty_dir("dshm", "4Gi", memory=True)],
                 },
             },
         },
@@ -174,8 +175,7 @@ def triton_objects(image: str) -> list[dict[str, Any]]:
                  "ports": [{"protocol": "TCP", "port": TRITON_PORTS["grpc"]}]},
                 metrics_ingress(TRITON_PORTS["metrics"]),
             ],
-            # the init container fetches open_clip's published weights over HTTPS
-            "egress": [dns_egress(), {"to": public_internet(), "ports": [{"protocol": "TCP", "port": 443}]}],
+            "egress": [dns_egress()],  # every weight is in the image or on a volume
         },
     }
     scaler = {

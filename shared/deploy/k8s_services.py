@@ -48,8 +48,6 @@ LAG_THRESHOLD = 2
 MIN_REPLICAS = 1
 #: Models load before the health service says SERVING: allow this long (period x failures).
 STARTUP_PERIOD_S, STARTUP_FAILURES = 10, 90
-#: Caches of images that keep no home under STATE_ROOT (Triton's).
-CACHE_DIR = "/cache"
 KAFKA_PORTS = (platform("kafka").ports["kafka"], platform("kafka").ports["kafka"] + 2)  # 9092-9094: plain, TLS, SASL
 OBJECT_STORE_PORT = platform("s3").ports["s3"]
 
@@ -80,11 +78,6 @@ def secret_env() -> list[dict[str, Any]]:
     for the object store or an open gRPC API need none of them."""
     return [{"name": key, "valueFrom": {"secretKeyRef": {"name": CREDENTIALS_SECRET, "key": key, "optional": True}}}
             for key in SECRET_ENV]
-
-
-def cache_env() -> list[dict[str, Any]]:
-    return [{"name": "XDG_CACHE_HOME", "value": CACHE_DIR}, {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
-            {"name": "TORCH_HOME", "value": f"{CACHE_DIR}/torch"}]
 
 
 def grpc_probe(port: int, period: int, failures: int, timeout: int = 5) -> dict[str, Any]:

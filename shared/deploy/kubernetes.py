@@ -62,7 +62,7 @@ def render(repo: Path) -> dict[Path, str]:
 
     files["overlays/gpu/kustomization.yaml"] = [kustomization(
         ["../../base", "models-volume.yaml"], ["gpu.yaml", "model-preset.yaml"])]
-    files["overlays/gpu/gpu.yaml"] = gpu_patches()
+    files["overlays/gpu/gpu.yaml"] = gpu_patches(triton)
     files["overlays/gpu/model-preset.yaml"] = gpu_model_preset_patches()
     files["overlays/gpu/models-volume.yaml"] = [models_volume()]
     files["overlays/gpu/training/kustomization.yaml"] = [kustomization(["trainer-job.yaml"])]

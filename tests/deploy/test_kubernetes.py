@@ -162,8 +162,14 @@ def test_triton_is_a_gpu_deployment_only_in_the_gpu_overlay(builds):
     scaler = find(builds["base"], "ScaledObject", "triton")
     (trigger,) = scaler["spec"]["triggers"]
     assert trigger["type"] == "prometheus" and "nv_inference_queue_duration_us" in trigger["metadata"]["query"]
-    preset = find(builds["overlays/gpu"], "Deployment", "triton")["spec"]["template"]["spec"]["initContainers"][0]
-    assert preset["args"][preset["args"].index("--preset") + 1] == "production"
+    dev = find(builds["overlays/dev"], "Deployment", "triton")["spec"]["template"]["spec"]
+    assert "initContainers" not in dev  # the repository built into the image (offline preset)
+    assert "--model-repository=/opt/winnow/model-repository" in dev["containers"][0]["args"]
+    gpu = find(builds["overlays/gpu"], "Deployment", "triton")["spec"]["template"]["spec"]
+    (writer,) = gpu["initContainers"]
+    assert writer["args"][writer["args"].index("--preset") + 1] == "production"
+    out = writer["args"][writer["args"].index("--out") + 1]
+    assert f"--model-repository={out}" in gpu["containers"][0]["args"]
 
 
 def test_strimzi_overlay_brings_kafka_and_every_topic(builds):
