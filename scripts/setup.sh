@@ -35,4 +35,9 @@ if $want_test; then
   .venv/bin/python -m shared.devstack.kafka --fetch >/dev/null
   # Triton's server binary and python backend, unpacked from the nvidia-pytriton wheel.
   .venv/bin/python -m shared.triton.server --fetch >/dev/null
+  # The real `docker compose` CLI, built from the Go module proxy, validates the compose files
+  # offline (tests/deploy/test_compose.py); its tests skip with a reason where Go is missing.
+  if command -v go >/dev/null 2>&1; then
+    bash docker/build-compose-cli.sh >/dev/null || echo "setup: docker compose CLI not built; its checks will skip" >&2
+  fi
 fi

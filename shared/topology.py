@@ -18,7 +18,7 @@ from shared.topics import shards_topic
 
 #: The topic of crawl-file references the extractor consumes (``winnow extract --submit``).
 CRAWL_TOPIC = "winnow.crawl"
-#: The image every service runs from (services/Dockerfile); the tag is the release.
+#: The image every service runs from (docker/Dockerfile); the tag is the release.
 SERVICE_IMAGE = "ghcr.io/winnow-data/winnow"
 TRITON_IMAGE = "ghcr.io/winnow-data/winnow-triton"
 #: Partitions of every shard topic; no stage runs more replicas than this.

@@ -158,16 +158,18 @@ def submit_command(args: argparse.Namespace) -> int:
     address = args.downloader or _running_state(args.state_dir)["services"]["downloader"][0]["grpc"]
     pool = args.pool if "://" in args.pool else str(Path(args.pool).resolve())
     console = Console()
+    token = os.environ.get("WINNOW_GRPC_TOKEN", "")
+    metadata = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(address) as channel:
         stub = downloader_pb2_grpc.DownloaderStub(channel)
         response = stub.SubmitPool(downloader_pb2.SubmitPoolRequest(
             pool_uri=pool, samples_per_shard=args.samples_per_shard, max_samples=args.max_samples,
-            url_col=args.url_col, caption_col=args.caption_col), timeout=600)
+            url_col=args.url_col, caption_col=args.caption_col), timeout=600, metadata=metadata)
         console.print(f"job {response.job_id}: {response.sample_count} samples in {response.shard_count} shards "
                       f"-> {response.job_root}")
         while args.follow:
             progress = stub.GetJob(downloader_pb2.GetJobRequest(job_id=response.job_id, job_root=response.job_root),
-                                   timeout=30)
+                                   timeout=30, metadata=metadata)
             console.print("  ".join(f"{stage.stage} {stage.shards_done}/{progress.shard_count} shards, {stage.kept} kept"
                                     for stage in progress.stages) or "waiting for the first shard")
             if progress.done:
