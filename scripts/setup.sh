@@ -37,6 +37,11 @@ if $want_test; then
   .venv/bin/python -m shared.triton.server --fetch >/dev/null
   # The real `docker compose` CLI, built from the Go module proxy, validates the compose files
   # offline (tests/deploy/test_compose.py); its tests skip with a reason where Go is missing.
+  # kustomize renders k8s/'s overlays for `winnow deploy check` (kubectl's built-in one where present).
+  if ! command -v kubectl >/dev/null 2>&1 && ! command -v kustomize >/dev/null 2>&1 \
+     && [ ! -x "$HOME/.cache/winnow/bin/kustomize" ] && command -v go >/dev/null 2>&1; then
+    GOBIN="$HOME/.cache/winnow/bin" go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+  fi
   if command -v go >/dev/null 2>&1; then
     bash docker/build-compose-cli.sh >/dev/null || echo "setup: docker compose CLI not built; its checks will skip" >&2
   fi
