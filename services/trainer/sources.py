@@ -67,6 +67,7 @@ IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp"})  # open_clip keeps 
 LOCAL_TARS_COUNTED = 64  # beyond this many tars without counts, count an even spread and extrapolate
 REMOTE_TARS_COUNTED = 4  # remote tars are read whole to count them: a few, then extrapolate
 COUNT_THREADS = 8  # stats files read at once (object stores answer slowly, one by one)
+DOWNLOAD_POLL_S = 2.0  # how often a rank that does not download a pool looks for rank 0's markers
 _SHARD_NAME = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)\.tar$")
 _SCHEME = re.compile(r"^(\w+)://")
 _MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset's key.extension split
@@ -469,7 +470,7 @@ def _pattern_source(name: str, spec: str, *, count: bool, weight: float | None) 
                   shard_count=len(shards), sample_count=samples, count_method=method, weight=weight)
 
 
-def _wait_for_download(job_root: str, poll_s: float = 5.0) -> None:
+def _wait_for_download(job_root: str, poll_s: float = DOWNLOAD_POLL_S) -> None:
     """Another rank downloads the pool; wait for its manifest and every shard's marker."""
     from shared.jobs import MANIFEST, JobManifest
     from shared.shards import is_complete, shard_prefix

@@ -239,6 +239,22 @@ def test_pool_is_downloaded_once_and_resumed(tmp_path, web, pool_options):
     assert resumed.sample_count == 9
 
 
+def test_a_rank_that_does_not_download_waits_for_the_one_that_does(tmp_path, web, pool_options):
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_pool(tmp_path / "extra.parquet", web, web.names()[:6])
+    web.reset_stats()
+    resolve = lambda download: resolve_source(str(tmp_path / "extra.parquet"), work_dir=str(tmp_path / "run"),  # noqa: E731
+                                              pool=pool_options, download=download)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(resolve, False)  # rank 1 starts first: it must wait, not download
+        time.sleep(0.5)
+        assert not waiting.done()
+        downloaded = resolve(True)
+        assert waiting.result(timeout=30) == downloaded
+    assert downloaded.sample_count == 6 and sum(web.hits[f"/img/{n}"] for n in web.names()[:6]) == 6
+
+
 def _samples(patterns: str) -> list[dict]:
     import webdataset as wds
 
