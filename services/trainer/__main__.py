@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from services.trainer.service import TrainerStage, bindings
 from shared.config import ServiceSettings
 from shared.service.runner import serve_forever
@@ -19,11 +21,13 @@ class TrainerSettings(ServiceSettings):
     device: str | None = None
     max_attempts: int = 1  # a failed training is not retried blindly: it goes to the dead-letter topic
     max_message_seconds: int = 7 * 24 * 3600  # a training run is one message
+    # networks a pool source's images may be fetched from despite the private-address guard (CIDRs)
+    allow_networks: tuple[str, ...] = Field((), description="CIDRs exempt from the downloader's address guard")
 
 
 def build(settings: TrainerSettings):
     stage = TrainerStage(settings.scale, settings.train_output_dir, settings.num_checkpoints, settings.workers,
-                         settings.device)
+                         settings.device, allow_networks=tuple(settings.allow_networks))
     return stage, bindings(stage)
 
 
