@@ -103,13 +103,14 @@ class CrawlStream:
         return data
 
     def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(RAW_CHUNK), b""))
         while self._pos >= len(self._out):
             if self._eof:
                 return b""
             self._out, self._pos = self._more(), 0
             if self._out:
                 self._tail = (self._tail + self._out[-4:])[-4:]
-        size = len(self._out) - self._pos if size is None or size < 0 else size
         chunk = self._out[self._pos:self._pos + size]
         self._pos += len(chunk)
         return chunk
