@@ -88,7 +88,9 @@ SERVICES: tuple[Service, ...] = (
             resources=Resources("500m", "512Mi", "1", "2Gi"), fetches_internet=True),
     Service("downloader", "services.downloader", "fetches, resizes and shards the images of a pool",
             shards_topic("pool"), shards_topic("downloader"), 50051, 9101,
-            resources=Resources("1", "1Gi", "4", "4Gi"), fetches_internet=True),
+            resources=Resources("1", "1Gi", "4", "4Gi"), fetches_internet=True,
+            # one crawl file is one pool shard (often 50k+ images): hold its message up to 4 hours
+            env={"WINNOW_MAX_MESSAGE_SECONDS": "14400"}),
     Service("safety", "services.safety", "drops toxic captions and NSFW images",
             shards_topic("downloader"), shards_topic("safety"), 50052, 9102,
             models=("text_toxicity", "image_nsfw")),

@@ -51,6 +51,11 @@ def _read_table(uri: str, fmt: str, url_col: str, caption_col: str | None) -> pa
         if fmt == "parquet":
             import pyarrow.dataset as pads  # heavy (pulls pandas in): only when a pool is read
 
+            if fs.isdir(path):  # a folder of parquet files, e.g. an extracted job's pool/ (with its stats files)
+                files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+                if not files:
+                    raise PoolFormatError(f"{uri} holds no .parquet files")
+                return pads.dataset(files, filesystem=fs, format="parquet").to_table()
             return pads.dataset(path, filesystem=fs, format="parquet").to_table()
         raw = fs.cat_file(path)
         if fmt == "txt":

@@ -117,6 +117,15 @@ def test_a_directory_of_parquet_files_is_one_pool(tmp_path):
     assert sorted(pool["uid"].to_pylist()) == sorted(table["uid"].to_pylist())
 
 
+def test_a_pool_folder_with_stats_files_beside_its_parquet(tmp_path):
+    """An extracted job's pool/ holds {shard}_stats.json beside each parquet: they are not pool files."""
+    table = datacomp_table(4)
+    for shard in range(2):
+        pq.write_table(table.slice(2 * shard, 2), tmp_path / f"{shard:08d}.parquet")
+        (tmp_path / f"{shard:08d}_stats.json").write_text('{"kept": 2}')
+    assert read_pool(str(tmp_path))["uid"].to_pylist() == table["uid"].to_pylist()
+
+
 # -- DataComp --------------------------------------------------------------------------------
 
 
