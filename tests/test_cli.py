@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 WINNOW = [sys.executable, "-m", "services.cli"]
 
 
-def winnow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*WINNOW, *args], cwd=REPO, capture_output=True, text=True, timeout=300,
+def winnow(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*WINNOW, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **(env or {})})
 
 
@@ -97,12 +97,13 @@ def test_bad_input_gets_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # about a minute of CPU training on a quiet machine; CI machines are shared
 def test_run_goes_on_to_training_and_evaluation(tmp_path):
     built = winnow("eval-data", "build", "--out", str(tmp_path / "eval"), "--fashion_mnist_size", "50",
                    "--retrieval_size", "30")
     assert built.returncode == 0, built.stderr
     result = winnow("run", "--example", "--out", str(tmp_path / "run"), "--no_progress", "--filter", "no_filter",
-                    "--train_scale", "tiny", "--eval_data", str(tmp_path / "eval"))
+                    "--train_scale", "tiny", "--eval_data", str(tmp_path / "eval"), timeout=840)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained tiny (winnow-tiny-ViT): 4096 samples seen" in result.stdout
     summary = json.loads((tmp_path / "run" / "training" / "tiny_scale" / "eval_summary.json").read_text())
