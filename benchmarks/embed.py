@@ -29,15 +29,20 @@ of each process over the timed passes (this one, i.e. the in-process model or th
 statistics of the timed passes (``queue``: waiting for the model instance; ``input``: copying the
 request into the stub's shared memory; ``execute``: the stub's ``execute``, i.e. unpacking and
 decoding the rows in ``shared/triton/python_model.py`` plus the model itself; ``output``), the
-client's serialisation (``contract.encode_image`` + ``pack_rows``, as ``shared/triton/remote.py``
-does it), the stub's unpacking and decoding alone, the model's own preprocessing (PIL resize and
-normalise, paid on both sides) and the raw frame's size. With several requests in flight the
+client's fit (``contract.fit_image``: the image tower declares the encoder's ``image_fit``, so
+the client sends each image resized and centre-cropped to the model's input size; ``--no-image-fit``
+serves it without, and the client sends the original frames as before), its serialisation
+(``contract.encode_image`` + ``pack_rows``, as ``shared/triton/remote.py`` does it), the stub's
+unpacking and decoding alone, the model's own preprocessing (PIL resize and normalise) of the
+original images in-process and of what the stub receives, and the raw frame's size. With several requests in flight the
 server phases of different requests overlap, so they do not add up to the wall time; with
 ``--in-flight 1`` the wall time is the server's total plus the client and the gRPC transfer.
 
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.embed [--images 512] [--batch 32] [--repeats 5] [--json out.json]
+    .venv/bin/python -m benchmarks.embed --arch ViT-B-32 --images 192 --repeats 3
+    .venv/bin/python -m benchmarks.embed --no-image-fit    # the client sends the original frames
     .venv/bin/python -m benchmarks.embed --quick           # a small smoke run
 """
 
@@ -253,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads on both sides")
     parser.add_argument("--in-flight", type=int, default=4, help="the Triton client's concurrent requests")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--image-fit", action=argparse.BooleanOptionalAction, default=True,
+                        help="serve the image tower with the encoder's image_fit, so the client sends fitted images")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 items, 2 repeats")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
@@ -280,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         factory_kwargs = {"arch": args.arch, "pretrained": pretrained, "threads": args.threads,
                           "batch_size": args.batch}
         local = clip_encoder(**factory_kwargs)
-        specs = clip_model_specs(MODEL, FACTORY, dim=local.dim, factory_kwargs=factory_kwargs,
+        image_fit = local.image_fit if args.image_fit else None
+        specs = clip_model_specs(MODEL, FACTORY, dim=local.dim, image_fit=image_fit, factory_kwargs=factory_kwargs,
                                  max_batch_size=args.batch)
         repository = write_model_repository(tmp_path / "repository", specs)
         server = TritonServer(repository, tmp_path / "work", models=[spec.name for spec in specs], python_path=[ROOT])
@@ -318,12 +326,12 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.stop()
 
-    results["images"]["breakdown"].update(image_costs(local, images, args.batch))
+    results["images"]["breakdown"].update(image_costs(local, images, args.batch, image_fit))
     results["texts"]["breakdown"].update(text_costs(texts, args.batch))
     for kind in ("images", "texts"):
         results[kind]["breakdown"] = {key: round(value, 4) for key, value in results[kind]["breakdown"].items()}
     figures = {"arch": args.arch, "dim": local.dim, "items": len(images), "mean_image_pixels": round(pixels),
-               "batch": args.batch, "call_size": args.call_size, "threads": args.threads,
+               "image_fit": image_fit, "batch": args.batch, "call_size": args.call_size, "threads": args.threads,
                "in_flight": args.in_flight, "repeats": args.repeats, "cpus": os.cpu_count(), **results}
     report(figures)
     if args.json:
@@ -331,28 +339,37 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def image_costs(local, images: list[np.ndarray], batch: int) -> dict[str, float]:
-    """Milliseconds per image of the serialisation on each end and of the model's preprocessing."""
+def image_costs(local, images: list[np.ndarray], batch: int, image_fit: int | None) -> dict[str, float]:
+    """Milliseconds per image of the client's fit, the serialisation on each end and the model's preprocessing."""
     from PIL import Image
 
     from shared.triton import contract
 
-    groups = [images[start:start + batch] for start in range(0, len(images), batch)]
+    costs = {}
+    sent = images
+    if image_fit is not None:
+        sent = [contract.fit_image(image, image_fit) for image in images]
+        costs["client_fit_ms_per_row"] = per_item_ms(
+            lambda: [contract.fit_image(image, image_fit) for image in images], len(images))
+    groups = [sent[start:start + batch] for start in range(0, len(sent), batch)]
     packed = [contract.pack_rows([contract.encode_image(image) for image in group]) for group in groups]
 
     def decode() -> None:
         for rows, lengths in packed:
             [contract.decode_image(row) for row in contract.unpack_rows(rows, lengths)]
 
-    return {
+    costs.update({
         "client_encode_pack_ms_per_row": per_item_ms(
             lambda: [contract.pack_rows([contract.encode_image(image) for image in group]) for group in groups],
             len(images)),
         "stub_unpack_decode_ms_per_row": per_item_ms(decode, len(images)),
         "preprocess_ms_per_row": per_item_ms(
             lambda: [local.preprocess(Image.fromarray(image)) for image in images], len(images), repeats=1),
-        "frame_kb_per_row": sum(len(contract.encode_image(image)) for image in images) / len(images) / 1024,
-    }
+        "stub_preprocess_ms_per_row": per_item_ms(
+            lambda: [local.preprocess(Image.fromarray(image)) for image in sent], len(images), repeats=1),
+        "frame_kb_per_row": sum(len(contract.encode_image(image)) for image in sent) / len(sent) / 1024,
+    })
+    return costs
 
 
 def text_costs(texts: list[str], batch: int) -> dict[str, float]:
@@ -368,15 +385,18 @@ _LABELS = {  # breakdown keys, in print order, and how they read
     "server_compute_input_ms_per_row": "input",
     "server_compute_infer_ms_per_row": "execute",
     "server_compute_output_ms_per_row": "output",
+    "client_fit_ms_per_row": "client fit",
     "client_encode_pack_ms_per_row": "client encode+pack",
     "stub_unpack_decode_ms_per_row": "stub unpack+decode",
-    "preprocess_ms_per_row": "model preprocess",
+    "preprocess_ms_per_row": "preprocess in-process",
+    "stub_preprocess_ms_per_row": "preprocess in the stub",
 }
 
 
 def report(figures: dict) -> None:
+    fit = f"fitted to {figures['image_fit']} px by the client" if figures["image_fit"] else "sent as they are"
     print(f"embed {figures['arch']} (dim {figures['dim']}): {figures['items']} images "
-          f"(mean {figures['mean_image_pixels']:,} px) and {figures['items']} texts, batch {figures['batch']}, "
+          f"(mean {figures['mean_image_pixels']:,} px, {fit}) and {figures['items']} texts, batch {figures['batch']}, "
           f"{figures['call_size']} per call, {figures['threads']} torch threads each side, "
           f"{figures['in_flight']} requests in flight, median of {figures['repeats']}, {figures['cpus']} CPUs")
     for kind in ("images", "texts"):

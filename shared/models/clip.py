@@ -31,7 +31,13 @@ def register_winnow_configs() -> None:
 
 
 class OpenClipEncoder:
-    """An open_clip model in inference mode; images and texts in, L2-normalised embeddings out."""
+    """An open_clip model in inference mode; images and texts in, L2-normalised embeddings out.
+
+    ``image_fit`` is the side ``S`` when the image preprocessing begins with
+    :func:`shared.triton.contract.fit_image` at ``S`` (open_clip's default), else ``None``: a
+    Triton client may then send the fitted ``S x S`` image instead of the original, for the same
+    embedding.
+    """
 
     def __init__(self, arch: str, pretrained: str | None = None, device: str = "cpu", batch_size: int = 64,
                  name: str | None = None) -> None:
@@ -55,6 +61,7 @@ class OpenClipEncoder:
         self.tokenizer = open_clip.get_tokenizer(arch)
         self.dim = int(self.model.text_projection.shape[1] if hasattr(self.model, "text_projection")
                        and self.model.text_projection is not None else self.model.visual.output_dim)
+        self.image_fit = leading_fit(self.preprocess)
         self._torch = torch
 
     def _normalised(self, features) -> np.ndarray:
@@ -80,6 +87,26 @@ class OpenClipEncoder:
                 tokens = self.tokenizer([t or "" for t in texts[start:start + self.batch_size]])
                 out.append(self._normalised(self.model.encode_text(tokens.to(self.device))))
         return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+
+
+def leading_fit(preprocess) -> int | None:
+    """``S`` if ``preprocess`` starts with torchvision's ``Resize(S, bicubic)`` and ``CenterCrop(S)``, else ``None``.
+
+    Those two steps are :func:`shared.triton.contract.fit_image` (which the tests check pixel for
+    pixel) and leave an ``S x S`` image as it is. Only the exact torchvision classes count: a
+    subclass, another interpolation, a ``max_size`` or a crop of another size may behave otherwise.
+    """
+    from torchvision import transforms
+
+    steps = getattr(preprocess, "transforms", [])
+    if len(steps) < 2 or type(steps[0]) is not transforms.Resize or type(steps[1]) is not transforms.CenterCrop:
+        return None
+    resize, crop = steps[0], steps[1]
+    size = resize.size if isinstance(resize.size, int) else (resize.size[0] if len(resize.size) == 1 else None)
+    if (size is None or resize.max_size is not None
+            or resize.interpolation != transforms.InterpolationMode.BICUBIC or tuple(crop.size) != (size, size)):
+        return None
+    return int(size)
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:

@@ -17,6 +17,15 @@ Every model takes one item per batch row (``max_batch_size > 0``, dynamic batchi
   exactly as in-process, and about 1000x cheaper than PNG (0.1 ms against 50-130 ms to encode a
   512 x 512 image; JPEG is cheap but lossy). Encoded bytes are accepted so that a caller holding a
   JPEG from a shard can send it without decoding it first;
+* an image model whose preprocessing begins with :func:`fit_image` at some side ``S`` (CLIP's:
+  the shorter side resized to ``S`` with PIL's bicubic filter, then the centre ``S x S`` crop)
+  declares ``S`` in its configuration (:data:`PARAM_IMAGE_FIT`). Fitting an image that is already
+  ``S x S`` changes nothing, so the model answers the fitted image exactly as the original, and
+  the remote client fits each image before sending it: for a 512 x 512 image and a 224 px CLIP,
+  a fifth of the bytes to copy, send and unpack (147 KiB against 768 KiB), the resize is paid by
+  the client instead of the model's stub, and all images of a call are of one size, so they go
+  as full batches. The model still takes images of any size, from older clients or any other
+  caller: no contract version changes;
 * outputs are ``FP32`` per row, except the face count (``INT32``) and the language code
   (``UINT8``, ASCII zero-padded to the longest code of the response).
 
@@ -61,6 +70,7 @@ PARAM_FACTORY = "winnow_factory"
 PARAM_FACTORY_KWARGS = "winnow_factory_kwargs"  # JSON object
 PARAM_DIM = "winnow_dim"
 PARAM_THRESHOLD = "winnow_threshold"
+PARAM_IMAGE_FIT = "winnow_image_fit"  # image models: the side S of the fit_image their preprocessing begins with
 
 #: the largest image an encoded (JPEG, PNG, ...) row may decode to; raw frames are bounded by
 #: the request size instead
@@ -171,6 +181,32 @@ def encode_image(image: np.ndarray) -> bytes:
         raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {image.dtype} {image.shape}")
     height, width = image.shape[:2]
     return _RAW_HEADER.pack(_RAW_MAGIC, height, width) + np.ascontiguousarray(image).tobytes()
+
+
+def fit_image(image: np.ndarray, size: int) -> np.ndarray:
+    """``image`` with its shorter side resized to ``size`` (PIL bicubic) and cropped to the centre ``size x size``.
+
+    Pixel for pixel what torchvision's ``Resize(size, InterpolationMode.BICUBIC)`` and then
+    ``CenterCrop(size)`` make of it as a PIL image (open_clip's preprocessing for its default
+    ``resize_mode="shortest"``), with torchvision's arithmetic: the longer side becomes
+    ``int(size * long / short)``, the crop's corner ``round((side - size) / 2)``. A ``size x size``
+    image is returned as it is, as torchvision leaves it, so fitting twice is fitting once.
+    """
+    from PIL import Image
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 (H, W, 3) RGB array, got {image.dtype} {image.shape}")
+    height, width = image.shape[:2]
+    if (height, width) == (size, size):
+        return image
+    short, long = (width, height) if width <= height else (height, width)
+    new_long = int(size * long / short)
+    new_width, new_height = (size, new_long) if width <= height else (new_long, size)
+    picture = Image.fromarray(image)
+    if (new_height, new_width) != (height, width):
+        picture = picture.resize((new_width, new_height), Image.Resampling.BICUBIC)
+    top, left = int(round((new_height - size) / 2.0)), int(round((new_width - size) / 2.0))
+    return np.asarray(picture.crop((left, top, left + size, top + size)))
 
 
 def decode_image(data: bytes) -> np.ndarray:

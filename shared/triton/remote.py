@@ -8,7 +8,10 @@ Inputs are cut into requests of at most the model's ``max_batch_size`` rows, sen
 (:meth:`~shared.triton.client.TritonClient.infer_many`) for the server's dynamic batcher to merge.
 Images travel as lossless raw frames (:func:`shared.triton.contract.encode_image`), zero-padded
 to the widest of their request; consecutive images of similar size share a request, and an image
-that would make the padding cost more than half again the pixels starts a new one.
+that would make the padding cost more than half again the pixels starts a new one. A model that
+declares an image fit (``winnow_image_fit``, e.g. a CLIP image tower) gets each image fitted
+first (:func:`shared.triton.contract.fit_image`): the same answer from a fraction of the bytes,
+and all of one size, so the requests are full batches.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class _RemoteModel:
         if served != self.kind.value:
             raise ValueError(f"Triton model {model!r} serves {served or 'no winnow kind'}, not {self.kind.value}")
         self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
+        fit = self.parameters.get(contract.PARAM_IMAGE_FIT)
+        self.image_fit = int(fit) if fit else None
         self._signature = contract.SIGNATURES[self.kind]
 
     def _texts(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
@@ -52,6 +57,8 @@ class _RemoteModel:
 
     def _images(self, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
         check_images(images, self.name)
+        if self.image_fit is not None:
+            images = [contract.fit_image(image, self.image_fit) for image in images]
         groups: list[list[bytes]] = []
         group: list[bytes] = []
         widest = real = 0

@@ -76,6 +76,8 @@ def test_write_model_repository_layout(tmp_path):
         ({"max_batch_size": 0}, "max_batch_size"),
         ({"factory_kwargs": {"x": object()}}, "not JSON serializable"),
         ({"kind": "sentiment"}, "not a valid ModelKind"),
+        ({"kind": "clip_text", "dim": 8, "image_fit": 224}, "image models only"),
+        ({"kind": "image_nsfw", "image_fit": 0}, "image models only"),
     ],
 )
 def test_model_spec_rejects_bad_fields(kwargs, message):
@@ -94,3 +96,12 @@ def test_clip_specs_name_the_two_towers():
     image, text = clip_model_specs("clip_b32", "pkg.mod:Clip", dim=512, max_batch_size=16)
     assert (image.name, image.kind, image.dim) == ("clip_b32_image", ModelKind.CLIP_IMAGE, 512)
     assert (text.name, text.kind, text.max_batch_size) == ("clip_b32_text", ModelKind.CLIP_TEXT, 16)
+
+
+def test_clip_image_fit_is_declared_by_the_image_tower_only():
+    image, text = (parse_config(render_config(spec))
+                   for spec in clip_model_specs("clip_b32", "pkg.mod:Clip", dim=512, image_fit=224))
+    assert image.parameters[contract.PARAM_IMAGE_FIT].string_value == "224"
+    assert contract.PARAM_IMAGE_FIT not in text.parameters
+    (image, _) = clip_model_specs("clip_b32", "pkg.mod:Clip", dim=512)
+    assert contract.PARAM_IMAGE_FIT not in parse_config(render_config(image)).parameters
