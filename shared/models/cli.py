@@ -90,8 +90,9 @@ def repository_specs(preset_name: str, clip_models: list[str]):
         key, arch, pretrained = parse_clip_model(spec)
         from shared.models.clip import OpenClipEncoder
 
-        dim = OpenClipEncoder(arch, pretrained).dim
-        specs += clip_model_specs(f"clip_{key}", "shared.models.clip:OpenClipEncoder", dim=dim,
+        encoder = OpenClipEncoder(arch, pretrained)
+        specs += clip_model_specs(f"clip_{key}", "shared.models.clip:OpenClipEncoder", dim=encoder.dim,
+                                  image_fit=encoder.image_fit,
                                   factory_kwargs={"arch": arch, "pretrained": pretrained})
     return specs
 
