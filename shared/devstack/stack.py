@@ -109,9 +109,7 @@ class Stack:
         return None if self.options.free_ports else default
 
     def _start_kafka(self) -> None:
-        from kafka.admin import KafkaAdminClient, NewTopic
-        from kafka.errors import TopicAlreadyExistsError
-
+        from shared.bus.kafka import KafkaBus
         from shared.devstack.kafka import KafkaBroker
 
         if self.options.kafka_bootstrap:
@@ -119,13 +117,12 @@ class Stack:
         else:
             self.kafka = KafkaBroker(self.options.state_dir / "kafka", port=self._port(9092))
             self.kafka.start()
-        admin = KafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_servers, client_id="winnow-up")
+        bus = KafkaBus(self.kafka.bootstrap_servers, client_id="winnow-up",
+                       default_partitions=topology.TOPIC_PARTITIONS)
         try:
-            for name in topology.topics():
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    admin.create_topics([NewTopic(name, topology.TOPIC_PARTITIONS, 1)])
+            bus.ensure_topics(topology.topics())
         finally:
-            admin.close()
+            bus.close()
         self.on_event(f"kafka on {self.kafka.bootstrap_servers}, {len(topology.topics())} topics "
                       f"x {topology.TOPIC_PARTITIONS} partitions")
 

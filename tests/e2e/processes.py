@@ -9,9 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
+from shared.devstack.processes import health_status
 from shared.ports import free_port  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,17 +34,11 @@ class ServiceProcess:
 
     def wait_healthy(self, timeout: float = 120) -> ServiceProcess:
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                assert self.process.poll() is None, f"{self.module} exited early:\n{self.log_tail()}"
-                try:
-                    status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
-                        return self
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.2)
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"{self.module} exited early:\n{self.log_tail()}"
+            if health_status(f"127.0.0.1:{self.port}") == "SERVING":
+                return self
+            time.sleep(0.2)
         raise AssertionError(f"{self.module} never became healthy:\n{self.log_tail()}")
 
     def kill(self) -> None:
