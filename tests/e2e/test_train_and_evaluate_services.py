@@ -61,7 +61,8 @@ def test_a_subset_becomes_a_checkpoint_and_then_results(kafka_bootstrap, tmp_pat
         with grpc.insecure_channel(f"127.0.0.1:{trainer_port}") as channel:
             stub = training_pb2_grpc.TrainerStub(channel)
             deadline, runs = time.monotonic() + 60, []
-            while not runs and time.monotonic() < deadline:
+            # queued while its sources are resolved, then running
+            while not (runs and runs[0].state != "queued") and time.monotonic() < deadline:
                 runs = list(stub.ListRuns(training_pb2.ListRunsRequest()).runs)
                 time.sleep(0.5)
             assert runs and runs[0].state in ("running", "done"), trainer.log_tail()
