@@ -28,6 +28,9 @@ class ServiceSettings(BaseSettings):
                                                        "partition to another replica")
     max_attempts: int = Field(3, description="deliveries of a shard before it goes to the dead-letter topic")
     retry_backoff_s: float = Field(2.0, description="first pause before a failed shard is retried; doubles")
+    dependency_wait_s: float = Field(600.0, description="how long a shard waits in place for a dependency that is "
+                                                        "down (Triton, the object store) before it spends an "
+                                                        "attempt; keep it below max_message_seconds")
     grpc_token: str = Field("", description="bearer token required on every gRPC call; empty = none")
     grpc_tls_cert: str = Field("", description="PEM certificate chain file for TLS; empty = plaintext")
     grpc_tls_key: str = Field("", description="PEM private key file for TLS")

@@ -4,10 +4,10 @@ Two implementations share one contract (``shared.bus.base``): Apache Kafka throu
 for services, and an in-process bus with the same at-least-once semantics for ``winnow run``.
 """
 
-from shared.bus.base import Bus, Consumer, Message
+from shared.bus.base import Bus, BusUnavailable, Consumer, Message
 from shared.bus.memory import InProcessBus
 
-__all__ = ["Bus", "Consumer", "InProcessBus", "Message", "open_bus"]
+__all__ = ["Bus", "BusUnavailable", "Consumer", "InProcessBus", "Message", "open_bus"]
 
 
 def open_bus(bootstrap_servers: str | None, client_id: str = "winnow", partitions: int = 4, **kafka_options) -> Bus:

@@ -4,12 +4,20 @@
 - A consumer belongs to a group; the group's partitions are shared among its live consumers.
 - ``commit(message)`` stores the group's position *after* that message. Messages delivered but
   not committed are delivered again to whichever consumer next owns the partition.
+- Any call may raise ``BusUnavailable`` while the broker cannot be reached; the caller drops the
+  consumer and opens a new one later, which starts again from the group's committed offsets.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from shared.outages import DependencyUnavailable
+
+
+class BusUnavailable(DependencyUnavailable):
+    """The broker cannot be reached (or did not answer in time): try again later, nothing is lost."""
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,35 @@
-"""The bus on Apache Kafka (kafka-python): acks from all replicas, offsets committed by hand."""
+"""The bus on Apache Kafka (kafka-python): acks from all replicas, offsets committed by hand.
+
+While the broker is unreachable (a rolling restart, a network cut) every call raises
+``BusUnavailable`` instead of kafka-python's own errors, so the worker can drop its consumer and
+join the group again later; nothing is committed meanwhile, so nothing is lost.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
+
 import structlog
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import CommitFailedError, TopicAlreadyExistsError
+from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaTimeoutError, RetriableError, \
+    TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from shared.bus.base import Message
+from shared.bus.base import BusUnavailable, Message
+
+# kafka-python's errors that mean "the broker cannot be reached now", not "this request is wrong".
+_UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, RetriableError)
+
+
+@contextlib.contextmanager
+def broker_calls(what: str) -> Iterator[None]:
+    """Turn kafka-python's connection and timeout errors into ``BusUnavailable``."""
+    try:
+        yield
+    except _UNREACHABLE as exc:
+        raise BusUnavailable(f"kafka {what}: {type(exc).__name__}: {exc}") from exc
 
 log = structlog.get_logger(__name__)
 
@@ -48,26 +70,35 @@ class KafkaBus:
 
     def ensure_topics(self, topics: list[str], partitions: int | None = None) -> None:
         partitions = partitions or self.default_partitions
-        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id, **self._security)
+        with broker_calls("admin"):
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap_servers, client_id=self.client_id,
+                                     **self._security)
         try:
-            existing = set(admin.list_topics())
-            missing = {t: {"num_partitions": partitions, "replication_factor": self.replication_factor}
-                       for t in topics if t not in existing}
-            if missing:
-                try:
-                    admin.create_topics(missing, wait_for_metadata=True)
-                except TopicAlreadyExistsError:
-                    pass  # another replica created it first
-                log.info("topics_created", topics=sorted(missing), partitions=partitions)
+            with broker_calls("create topics"):
+                existing = set(admin.list_topics())
+                missing = {t: {"num_partitions": partitions, "replication_factor": self.replication_factor}
+                           for t in topics if t not in existing}
+                if missing:
+                    try:
+                        admin.create_topics(missing, wait_for_metadata=True)
+                    except TopicAlreadyExistsError:
+                        pass  # another replica created it first
+                    log.info("topics_created", topics=sorted(missing), partitions=partitions)
         finally:
             admin.close()
 
     def send(self, topic: str, key: str, value: bytes) -> None:
-        future = self._producer_instance().send(topic, key=key.encode(), value=value)
-        future.get(timeout=self._request_timeout_ms / 1000)
+        with broker_calls("send"):
+            future = self._producer_instance().send(topic, key=key.encode(), value=value)
+            future.get(timeout=self._request_timeout_ms / 1000)
 
     def consumer(self, topics: list[str], group_id: str) -> KafkaBusConsumer:
-        consumer = KafkaConsumer(
+        with broker_calls("join group"):
+            consumer = self._new_consumer(topics, group_id)
+        return KafkaBusConsumer(consumer)
+
+    def _new_consumer(self, topics: list[str], group_id: str) -> KafkaConsumer:
+        return KafkaConsumer(
             *topics,
             bootstrap_servers=self.bootstrap_servers,
             client_id=self.client_id,
@@ -80,7 +111,6 @@ class KafkaBus:
             fetch_max_wait_ms=100,
             **self._security,
         )
-        return KafkaBusConsumer(consumer)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -89,11 +119,29 @@ class KafkaBus:
 
 
 class KafkaBusConsumer:
-    def __init__(self, consumer: KafkaConsumer) -> None:
+    """One group member. kafka-python keeps reconnecting on its own while the broker is away and
+    its ``poll`` simply returns nothing, so ``connected`` reads the group coordinator: unknown for
+    longer than ``grace_s`` (a rejoin takes a moment) means this member is not consuming."""
+
+    def __init__(self, consumer: KafkaConsumer, grace_s: float = 10.0) -> None:
         self._consumer = consumer
+        self._grace_s = grace_s
+        self._coordinator_lost_at: float | None = None
+
+    def connected(self) -> bool:
+        """Whether this member is in touch with its group coordinator (so it receives its partitions)."""
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None or not coordinator.coordinator_unknown():
+            self._coordinator_lost_at = None
+            return True
+        now = time.monotonic()
+        if self._coordinator_lost_at is None:
+            self._coordinator_lost_at = now
+        return now - self._coordinator_lost_at < self._grace_s
 
     def poll(self, timeout: float = 1.0, max_messages: int = 1) -> list[Message]:
-        batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_messages)
+        with broker_calls("poll"):
+            batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_messages)
         return [
             Message(record.topic, record.partition, record.offset,
                     record.key.decode() if record.key is not None else None, record.value)
@@ -104,7 +152,8 @@ class KafkaBusConsumer:
     def commit(self, message: Message) -> None:
         partition = TopicPartition(message.topic, message.partition)
         try:
-            self._consumer.commit({partition: OffsetAndMetadata(message.offset + 1, "", -1)})
+            with broker_calls("commit"):
+                self._consumer.commit({partition: OffsetAndMetadata(message.offset + 1, "", -1)})
         except CommitFailedError as exc:
             # The group rebalanced while the message was processed: its new owner gets it again,
             # and the stage's completion marker makes that second delivery cheap and harmless.
@@ -112,4 +161,7 @@ class KafkaBusConsumer:
                         offset=message.offset, error=str(exc))
 
     def close(self) -> None:
-        self._consumer.close()
+        try:
+            self._consumer.close(autocommit=False)
+        except Exception as exc:  # noqa: BLE001 - closing a consumer of an unreachable broker
+            log.warning("consumer_close_failed", error=str(exc))

@@ -21,6 +21,9 @@ from shared.stage import Stage
 
 log = structlog.get_logger(__name__)
 
+# How long ``start`` waits for the worker to join its consumer group before returning anyway.
+FIRST_CONSUMING_WAIT_S = 15.0
+
 
 class StageService:
     """Owns the server, the worker and the stage's lifecycle; ``start()`` then ``wait()``."""
@@ -46,21 +49,34 @@ class StageService:
             self.bus, stage.process, stage=stage.name, input_topic=settings.input_topic,
             output_topic=settings.output_topic, group_id=settings.group_id,
             max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s,
+            dependency_wait_s=settings.dependency_wait_s, on_consuming=self._consuming_changed,
         ) if settings.input_topic else None
         self._worker_thread: threading.Thread | None = None
         self._metrics_server = None
         self._stopped = threading.Event()
+        self._first_consuming = threading.Event()
 
     def start(self) -> None:
         self.server.start()
         self._metrics_server = serve_metrics(self.settings.metrics_port)
         log.info("service_starting", service=self.settings.service_name, grpc_port=self.port)
         self.stage.setup()
-        set_serving(self.health, [b.full_name for b in self.bindings])
-        if self.worker is not None:
+        if self.worker is None:
+            set_serving(self.health, [b.full_name for b in self.bindings])
+        else:  # SERVING once the worker consumes (it reports every change: broker outages too)
             self._worker_thread = threading.Thread(target=self._run_worker, name="worker", daemon=True)
             self._worker_thread.start()
+            # Usually the group is joined at once; if the broker is down, start anyway (NOT_SERVING).
+            self._first_consuming.wait(timeout=FIRST_CONSUMING_WAIT_S)
         log.info("service_ready", service=self.settings.service_name, grpc_port=self.port)
+
+    def _consuming_changed(self, consuming: bool) -> None:
+        """Health means consuming: NOT_SERVING while the broker cannot be reached."""
+        if not self._stopped.is_set():
+            set_serving(self.health, [b.full_name for b in self.bindings], serving=consuming)
+            log.info("consuming" if consuming else "not_consuming", service=self.settings.service_name)
+        if consuming:
+            self._first_consuming.set()
 
     def _run_worker(self) -> None:
         try:

@@ -24,6 +24,8 @@ import structlog
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
+from shared.outages import DependencyUnavailable
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -38,7 +40,7 @@ class TritonError(RuntimeError):
         self.status = status  # the gRPC status code name, e.g. "INTERNAL", when the server sent one
 
 
-class TritonUnavailable(TritonError):
+class TritonUnavailable(TritonError, DependencyUnavailable):
     """The server cannot be reached, is not ready, or a model did not become ready in time."""
 
 
@@ -50,7 +52,7 @@ class TritonModelNotFound(TritonModelError):
     """No model of that name is served."""
 
 
-class TritonTimeout(TritonError, TimeoutError):
+class TritonTimeout(TritonError, TimeoutError, DependencyUnavailable):
     """No answer within the deadline."""
 
 

@@ -122,3 +122,51 @@ def test_bad_input_is_dead_lettered_at_once(bus, unique):
     assert {letter.error_type for letter in letters} == {"PoisonMessage", "ShardFormatError"}
     assert any(letter.raw_value.startswith(b"\xff\x00") for letter in letters)
     assert any("schema version 99" in letter.error for letter in letters)
+
+
+def _unreachable_triton():
+    """A real Triton client aimed at a port where nothing listens: its calls raise TritonUnavailable."""
+    from shared.ports import free_port
+    from shared.triton.client import TritonClient
+
+    return TritonClient(f"127.0.0.1:{free_port()}", init_timeout_s=1, infer_timeout_s=1, retries=0)
+
+
+def test_a_shard_waits_for_a_model_server_that_is_down_without_spending_attempts(bus, unique):
+    source, sink = f"in-{unique}", f"out-{unique}"
+    bus.ensure_topics([source, sink])
+    bus.send(source, "0", encode_ref(_ref(0)))
+    client = _unreachable_triton()
+    calls = []
+
+    def handle(ref):
+        calls.append(ref.attempt)
+        if len(calls) <= 2:  # Triton is restarting: the first two tries cannot reach it
+            client.wait_ready(["toxicity"], timeout=0.5)
+        return make_ref(job_id=ref.job_id, shard_id=ref.shard_id, stage="next", uri=ref.uri, sample_count=1,
+                        job_root=ref.job_root)
+
+    worker = ShardWorker(bus, handle, stage="s", input_topic=source, output_topic=sink, group_id=f"g-{unique}",
+                         max_attempts=1, retry_backoff_s=0.05, dependency_wait_s=60)
+    _run_until(worker, lambda: worker.processed == 1)
+    client.close()
+    assert calls == [0, 0, 0], "tried in place: no delivery attempt was spent on the outage"
+    assert [decode_ref(m.value).shard_id for m in _collect(bus, sink, f"check-{unique}", 1)] == [0]
+    assert _collect(bus, f"{source}.dlq", f"dlq-{unique}", 1, timeout=2) == []
+
+
+def test_an_outage_longer_than_the_wait_budget_spends_attempts_as_before(bus, unique):
+    source = f"in-{unique}"
+    bus.ensure_topics([source])
+    bus.send(source, "0", encode_ref(_ref(0)))
+    client = _unreachable_triton()
+
+    def handle(ref):
+        client.wait_ready(["toxicity"], timeout=0.2)
+
+    worker = ShardWorker(bus, handle, stage="s", input_topic=source, output_topic=None, group_id=f"g-{unique}",
+                         max_attempts=2, retry_backoff_s=0.05, dependency_wait_s=0)
+    _run_until(worker, lambda: worker.processed == 2)
+    client.close()
+    letters = [DeadLetter.FromString(m.value) for m in _collect(bus, f"{source}.dlq", f"dlq-{unique}", 1)]
+    assert [letter.error_type for letter in letters] == ["TritonUnavailable"]
