@@ -324,7 +324,18 @@ class KafkaBroker:
         shutil.rmtree(self.data_dir, ignore_errors=True)
         self._write_config()
         self._format(libs)
+        self._launch(libs, deadline)
 
+    def restart(self, downtime_s: float = 0.0, timeout: float = 90) -> None:
+        """Stop the broker and start it again on the same ports with the same data (a rolling restart)."""
+        if self.port is None or self.controller_port is None:
+            raise KafkaBrokerError("broker not started")
+        self.stop()
+        time.sleep(downtime_s)
+        self._launch(fetch_kafka_jars(), time.monotonic() + timeout)
+        log.info("kafka broker %s restarted", self.bootstrap_servers)
+
+    def _launch(self, libs: Path, deadline: float) -> None:
         self._log_fh = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self._java_cmd(libs, "kafka.Kafka", str(self.config_path)),
