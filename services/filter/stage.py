@@ -4,7 +4,12 @@ DataComp baseline to the whole pool and reshard the subset.
 Unlike the per-shard stages it acts on a job: each incoming ShardRef checks whether the job is
 complete (every shard's completion marker exists); the first message that finds it complete
 runs the filter and the resharder, and their output's own marker (``reshard/_done.json``) makes
-every later message, and any replica racing it, a cheap no-op that publishes the same result.
+every later message, and any replica racing it, a cheap no-op.
+
+The result is published once per job: the marker names the shard whose message completed the
+job, and only a message of that shard (its redelivery after a crash between the marker and the
+publish) publishes again. Late copies of other shards' messages, which at-least-once delivery
+upstream produces, publish nothing, so the trainer is not asked to train the same subset twice.
 """
 
 from __future__ import annotations
@@ -45,18 +50,30 @@ class FilterStage(Stage):
         return ref.shard_count > 0 and all(is_complete(shard_prefix(source, i)) for i in range(ref.shard_count))
 
     def process(self, ref: ShardRef) -> ShardRef | None:
-        """The resharded subset's reference once the job is complete; None while it is not."""
-        output_dir = storage.join(ref.job_root, self.output_name)
-        marker = storage.join(output_dir, DONE_MARKER)
+        """The resharded subset's reference, once per job: None while the job is incomplete, and
+        None for a late message of a shard other than the one that completed the job."""
+        summary = self.finish_job(ref)
+        if summary is None or summary.get("completed_by_shard", ref.shard_id) != ref.shard_id:
+            return None
+        return self.result_ref(ref, summary)
+
+    def finish_job(self, ref: ShardRef) -> dict | None:
+        """Filter and reshard the job if it is complete and not done yet; the result's summary."""
+        marker = storage.join(ref.job_root, self.output_name, DONE_MARKER)
         if not storage.exists(marker):
             if not self.job_complete(ref):
                 return None
+            output_dir = storage.join(ref.job_root, self.output_name)
             summary = self.run_job(ref.job_root, storage.join(ref.job_root, ref.stage), output_dir)
+            summary["completed_by_shard"] = ref.shard_id
             storage.write_text(marker, json.dumps(summary, indent=1, default=str))
-        summary = json.loads(storage.read_text(marker))
-        return make_ref(job_id=ref.job_id, shard_id=0, stage=self.output_name, uri=output_dir,
-                        sample_count=summary["samples_written"], job_root=ref.job_root,
-                        shard_count=summary["output_shards"])
+        return json.loads(storage.read_text(marker))
+
+    def result_ref(self, ref: ShardRef, summary: dict) -> ShardRef:
+        """The reference to the resharded subset that ``summary`` describes."""
+        return make_ref(job_id=ref.job_id, shard_id=0, stage=self.output_name,
+                        uri=storage.join(ref.job_root, self.output_name), sample_count=summary["samples_written"],
+                        job_root=ref.job_root, shard_count=summary["output_shards"])
 
     def run_job(self, job_root: str, metadata_dir: str, output_dir: str) -> dict:
         subset_path = storage.join(job_root, self.name, f"{self.options.filter.name}.npy")
