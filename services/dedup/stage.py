@@ -3,13 +3,16 @@
 - ``eval_duplicate``: the image's descriptor is within the descriptor's threshold of an
   evaluation image (DataComp: ISC21 at cosine >= 0.604169; offline: perceptual hashes);
 - ``exact_duplicate``: another sample with the same ``sha256`` was seen first;
-- ``near_duplicate``: an earlier kept image of the pool is near-identical.
+- ``near_duplicate``: an earlier kept image of the pool is near-identical;
+- ``invalid_uid``: the row has no usable uid (32 hex characters), so no claim can be made for it;
+  the rest of its shard is judged as usual.
 
 Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,14 @@ from services.dedup.index import EvalIndex, PoolRegistry
 from shared import storage
 from shared.curation import Sample, SampleStage, Verdict
 from shared.models.base import NearDuplicateDescriptor
+
+
+UID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")
+
+
+def is_valid_uid(uid: object) -> bool:
+    """A DataComp uid: 32 hexadecimal characters (128 bits)."""
+    return isinstance(uid, str) and UID_PATTERN.fullmatch(uid) is not None
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,12 @@ class DedupStage(SampleStage):
         threshold = self.options.pool_threshold if self.options.pool_threshold is not None else self.descriptor.threshold
         verdicts = []
         for sample, descriptor, similarity, match in zip(samples, descriptors, eval_similarity, eval_match):
-            uid = sample.row["uid"]
+            uid = sample.row.get("uid")
             columns = {"eval_similarity": None if similarity is None else float(similarity), "eval_match": match,
                        "duplicate_of": None}
+            if not is_valid_uid(uid):
+                verdicts.append(Verdict(False, "invalid_uid", f"uid {uid!r} is not 32 hex characters", columns))
+                continue
             if match is not None:
                 verdicts.append(Verdict(False, "eval_duplicate", f"copies evaluation image {match} "
                                         f"(cosine {similarity:.3f})", columns))

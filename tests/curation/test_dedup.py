@@ -74,3 +74,30 @@ def test_an_index_built_with_another_descriptor_is_refused(eval_index, tmp_path)
     stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions(eval_index_dir=str(tmp_path / "idx")))
     with pytest.raises(ValueError, match="rebuild it"):
         stage.setup()
+
+
+def test_a_row_without_a_usable_uid_costs_that_row_only(downloaded, eval_index):
+    import pyarrow.parquet as pq
+
+    _, refs = downloaded
+    expected = [read_table(r.uri).to_pylist() for r in _run(refs, eval_index)]
+    # Break the uid of one kept row (a pool written by hand, a shard from elsewhere), then judge again.
+    target = refs[0]
+    table = read_table(target.uri)
+    uids = table["uid"].to_pylist()
+    broken = next(i for i, status in enumerate(table["status"].to_pylist()) if status == "success")
+    broken_uid, uids[broken] = uids[broken], None
+    pq.write_table(table.set_column(table.schema.get_field_index("uid"), "uid", pa.array(uids, pa.string())),
+                   target.uri + ".parquet")
+    for ref in refs:  # fresh outputs and registry
+        import shutil
+        shutil.rmtree(f"{ref.job_root}/dedup", ignore_errors=True)
+    out = _run(refs, eval_index)
+    rows = read_table(out[0].uri).to_pylist()
+    assert (rows[broken]["status"], rows[broken]["reason"]) == ("dropped", "invalid_uid")
+    others = [r for i, r in enumerate(rows) if i != broken]
+    assert [(r["uid"], r["status"], r["reason"]) for r in others] == \
+        [(r["uid"], r["status"], r["reason"]) for i, r in enumerate(expected[0]) if i != broken]
+    assert [read_table(r.uri).to_pylist() for r in out[1:]] == expected[1:]
+    assert read_stats(out[0].uri).reasons["invalid_uid"] == 1
+    assert broken_uid not in {r["uid"] for r in rows}
