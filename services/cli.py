@@ -78,6 +78,8 @@ def run_command(args: argparse.Namespace) -> int:
                                max_samples=args.max_samples)
         console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
                       f"-> {manifest.job_root}")
+        if manifest.sample_count == 0:
+            raise PoolFormatError(f"the pool {pool} has no rows: nothing to curate")
         stages = build_stages(args)
         if "embed" in args.stages and not args.clip_model:
             console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
@@ -131,7 +133,11 @@ def filter_job(args: argparse.Namespace, manifest, last_stage: str):
     last = make_ref(job_id=manifest.job_id, shard_id=0, stage=last_stage, job_root=manifest.job_root,
                     uri=shard_prefix(storage.join(manifest.job_root, last_stage), 0), sample_count=0,
                     shard_count=manifest.shard_count)
-    return FilterStage(FilterOptions(config, shard_size=args.shard_size)).process(last)
+    stage = FilterStage(FilterOptions(config, shard_size=args.shard_size))
+    summary = stage.finish_job(last)
+    if summary is None:
+        raise RuntimeError(f"the job's {last_stage} stage has not finished every shard")
+    return stage.result_ref(last, summary)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (PoolFormatError, ShardFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        Console(stderr=True).print(f"[red]winnow {args.command}: {exc}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]winnow {args.command}: {exc}")  # one line, unwrapped
         return 2
 
 

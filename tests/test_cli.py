@@ -109,3 +109,13 @@ def test_run_goes_on_to_training_and_evaluation(tmp_path):
     summary = json.loads((tmp_path / "run" / "training" / "tiny_scale" / "eval_summary.json").read_text())
     assert {t["key"]: t["status"] for t in summary["tasks"]}["fashion_mnist"] == "ok"
     assert summary["aggregate"]["covered"] == 0 and summary["aggregate"]["of"] == 38
+
+
+def test_an_empty_pool_gets_one_clear_line(tmp_path):
+    pool = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"uid": pa.array([], pa.string()), "url": pa.array([], pa.string()),
+                             "text": pa.array([], pa.string())}), pool)
+    result = winnow("run", str(pool), "--out", str(tmp_path / "job"), "--no_progress")
+    assert result.returncode == 2
+    assert "has no rows: nothing to curate" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
