@@ -273,7 +273,20 @@ class S3Server:
         assert last_err is not None
         raise last_err
 
-    def _start_once(self, deadline: float) -> None:
+    def restart(self, downtime_s: float = 0.0, timeout: float = 60) -> None:
+        """Stop the server and start it again on the same ports with the same objects."""
+        if self.proc is None:
+            raise S3ServerError("S3 server not started")
+        ports, keep = dict(self.ports), self.keep_data
+        self.stop()
+        time.sleep(downtime_s)
+        self.keep_data = True
+        try:
+            self._start_once(time.monotonic() + timeout, ports=ports)
+        finally:
+            self.keep_data = keep
+
+    def _start_once(self, deadline: float, ports: dict[str, int] | None = None) -> None:
         t0 = time.monotonic()
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self.data_dir.exists() and not self.keep_data:  # a fresh store (mini also saves options there)
@@ -284,8 +297,8 @@ class S3Server:
         if self._sockdir is None:
             self._sockdir = Path(tempfile.mkdtemp(prefix="weed-"))
         self._write_config()
-        self.ports = dict(zip(self._PORT_FLAGS, free_ports(len(self._PORT_FLAGS))))
-        if self.fixed_s3_port:
+        self.ports = ports or dict(zip(self._PORT_FLAGS, free_ports(len(self._PORT_FLAGS))))
+        if self.fixed_s3_port and not ports:
             self.ports["s3.port"] = self.fixed_s3_port
         self._client = None
 

@@ -327,6 +327,19 @@ class TritonServer:
             return self.grpc_url
         raise AssertionError("unreachable")
 
+    def restart(self, downtime_s: float = 0.0, timeout: float = 180.0) -> str:
+        """Stop the server and start it again on the same ports (clients keep their address)."""
+        if self.proc is None:
+            raise TritonServerError("server not started")
+        ports, fixed = (self.grpc_port, self.http_port, self.metrics_port), self.fixed_ports
+        self.stop()
+        time.sleep(downtime_s)
+        self.fixed_ports = ports
+        try:
+            return self.start(timeout=timeout)
+        finally:
+            self.fixed_ports = fixed
+
     def stop(self) -> None:
         """SIGTERM the server (it drains for ``exit_timeout_s``), then SIGKILL its process group."""
         proc, self.proc = self.proc, None
