@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import structlog
 
 from shared import topology
-from shared.devstack.processes import ReplicaProcess
+from shared.devstack.processes import ReplicaProcess, ServiceStartError
 from shared.ports import free_ports
 from shared.topology import STATE_ROOT, Endpoints, Service
 
@@ -30,6 +32,11 @@ STATE_FILE = "stack.json"
 REPLICA_PORT_STEP = 100
 DEV_ACCESS_KEY = "winnow-dev"
 DEV_SECRET_KEY = "winnow-dev-secret"
+#: A replica that dies within this many seconds of its start is crash-looping: back off.
+CRASH_LOOP_WINDOW_S = 30.0
+RESTART_BACKOFF_CAP_S = 30.0
+#: What a replica's log says when a port it was given was taken before it could bind it.
+PORT_IN_USE = ("Address already in use", "EADDRINUSE", "Failed to bind")
 
 
 @dataclass
@@ -78,6 +85,9 @@ class Stack:
         self.endpoints: Endpoints | None = None
         self.replicas: dict[str, list[ReplicaProcess]] = {name: [] for name in options.services}
         self._credentials: dict[str, str] = {}
+        self.restarts = 0  # replicas restarted by replace_dead
+        self._crash_loops: dict[str, tuple[int, float]] = {}  # replica -> (crashes in a row, next restart at)
+        self._started_at: dict[str, float] = {}
 
     # -- platform ------------------------------------------------------------------------------
 
@@ -95,11 +105,11 @@ class Stack:
                 job_root=f"s3://{topology.BUCKET}/runs" if self.s3 else str(self.options.state_dir / "runs"),
                 host="127.0.0.1")
             for name in self.options.services:
-                self.scale(name, self.options.replicas.get(name, 1), wait=False)
-            for replica in self.all_replicas():
-                replica.wait_healthy(self.options.startup_timeout)
-                self.on_event(f"{replica.name} SERVING on {replica.grpc_address}")
-            self.write_state()
+                self.scale(name, self.options.replicas.get(name, 1), wait=False, write=False)
+            for name, replicas in self.replicas.items():
+                for index in range(len(replicas)):
+                    self._wait_healthy(name, index)
+            self.write_state()  # only now: `winnow status` and friends see a stack that is up
             return self
         except BaseException:
             self.stop()
@@ -181,7 +191,33 @@ class Stack:
         env.update(self.options.extra_env.get(svc.name, {}))
         return {**os.environ, **self._credentials, **env}
 
-    def scale(self, name: str, count: int, *, wait: bool = True) -> None:
+    def _wait_healthy(self, name: str, index: int, port_races: int = 3) -> None:
+        """Wait for replica ``index`` of ``name``; with free ports, a port taken meanwhile by another
+        process is not fatal: the replica starts again on new ports."""
+        for attempt in range(port_races + 1):
+            replica = self.replicas[name][index]
+            try:
+                replica.wait_healthy(self.options.startup_timeout)
+                break
+            except ServiceStartError:
+                lost_race = self.options.free_ports and any(m in replica.log_tail() for m in PORT_IN_USE)
+                if not lost_race or attempt == port_races:
+                    raise
+                log.warning("replica_port_taken_retrying", replica=replica.name, attempt=attempt + 1)
+                self.replicas[name][index] = self._new_replica(name, index).start()
+        self.on_event(f"{replica.name} SERVING on {replica.grpc_address}")
+
+    def _new_replica(self, name: str, index: int) -> ReplicaProcess:
+        svc = topology.service(name)
+        if self.options.free_ports:
+            grpc_port, metrics_port = free_ports(2)
+        else:
+            grpc_port = svc.grpc_port + index * REPLICA_PORT_STEP
+            metrics_port = svc.metrics_port + index * REPLICA_PORT_STEP
+        return ReplicaProcess(name, index, svc.module, self.service_environment(svc, grpc_port, metrics_port),
+                              self.options.state_dir / "logs" / f"{name}-{index}.log", grpc_port, metrics_port)
+
+    def scale(self, name: str, count: int, *, wait: bool = True, write: bool = True) -> None:
         """Run ``count`` replicas of service ``name``: start new ones, or SIGTERM the newest."""
         svc = topology.service(name)
         if not 0 <= count <= svc.max_replicas:
@@ -193,35 +229,54 @@ class Stack:
             self.on_event(f"{replica.name} stopped")
         started = []
         while len(replicas) < count:
-            index = len(replicas)
-            if self.options.free_ports:
-                grpc_port, metrics_port = free_ports(2)
-            else:
-                grpc_port = svc.grpc_port + index * REPLICA_PORT_STEP
-                metrics_port = svc.metrics_port + index * REPLICA_PORT_STEP
-            replica = ReplicaProcess(name, index, svc.module, self.service_environment(svc, grpc_port, metrics_port),
-                                     self.options.state_dir / "logs" / f"{name}-{index}.log", grpc_port, metrics_port)
-            replicas.append(replica.start())
-            started.append(replica)
+            started.append(len(replicas))
+            replicas.append(self._new_replica(name, len(replicas)).start())
         if wait:
-            for replica in started:
-                replica.wait_healthy(self.options.startup_timeout)
-                self.on_event(f"{replica.name} SERVING on {replica.grpc_address}")
-        self.write_state()
+            for index in started:
+                self._wait_healthy(name, index)
+        if write:
+            self.write_state()
 
     def replace_dead(self) -> list[str]:
-        """Restart replicas that exited (what a Deployment's controller does); returns their names."""
-        restarted = []
+        """Restart replicas that exited, as a Deployment's controller does: at once the first time,
+        then with a doubling back-off (up to ``RESTART_BACKOFF_CAP_S``) while a replica keeps dying
+        soon after its start, like Kubernetes' CrashLoopBackOff. Returns the restarted names."""
+        restarted, now = [], time.monotonic()
         for name, replicas in self.replicas.items():
             for index, replica in enumerate(replicas):
-                if replica.process is not None and not replica.alive():
-                    fresh = ReplicaProcess(replica.service, replica.replica, replica.module, replica.env,
-                                           replica.log_path, replica.grpc_port, replica.metrics_port)
-                    replicas[index] = fresh.start()
-                    restarted.append(replica.name)
+                if replica.process is None or replica.alive():
+                    continue
+                crashes, not_before = self._crash_loops.get(replica.name, (0, 0.0))
+                if now < not_before:
+                    continue
+                started = self._started_at.get(replica.name, 0.0)
+                crashes = crashes + 1 if now - started < CRASH_LOOP_WINDOW_S else 1
+                fresh = ReplicaProcess(replica.service, replica.replica, replica.module, replica.env,
+                                       replica.log_path, replica.grpc_port, replica.metrics_port)
+                replicas[index] = fresh.start()
+                self._started_at[replica.name] = now
+                self._crash_loops[replica.name] = (crashes, now + min(2.0 ** (crashes - 1), RESTART_BACKOFF_CAP_S))
+                self.restarts += 1
+                restarted.append(replica.name)
+                log.info("replica_restarted", replica=replica.name, exit_code=replica.process.returncode,
+                         crashes_in_a_row=crashes)
         if restarted:
             self.write_state()
         return restarted
+
+    def supervise(self, interval_s: float = 0.5) -> threading.Event:
+        """Run ``replace_dead`` in a background thread until the returned event is set."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(interval_s):
+                try:
+                    self.replace_dead()
+                except Exception:  # noqa: BLE001 - a supervisor outlives what it supervises
+                    log.exception("supervisor_error")
+
+        threading.Thread(target=loop, name="stack-supervisor", daemon=True).start()
+        return stop
 
     # -- state ---------------------------------------------------------------------------------
 
