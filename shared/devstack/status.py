@@ -2,7 +2,8 @@
 
 Nothing is taken from the stack's own bookkeeping but the addresses: health comes from each
 replica's ``grpc.health.v1`` service, partitions and lag from Kafka (the consumer group's members
-and committed offsets against the topic's end offsets), shards and samples from each replica's
+and committed offsets against the topic's end offsets), dead letters from Kafka too (the messages
+on the stage's dead-letter topic, which no restart resets), shards and samples from each replica's
 Prometheus ``/metrics`` (counters since that replica started).
 """
 
@@ -36,6 +37,7 @@ class ServiceStatus:
     input_topic: str
     replicas: list[ReplicaStatus]
     lag: int | None = None  # messages on the input topic not yet committed by the group
+    dead_letters: int | None = None  # messages on the input topic's dead-letter topic, ever
     error: str = ""
 
     @property
@@ -68,8 +70,10 @@ def scrape(url: str, timeout: float = 2.0) -> tuple[Counter, int, Counter]:
     return shards, kept, not_kept
 
 
-def consumer_groups(bootstrap: str, groups: list[str]) -> tuple[dict[str, dict[int, list[int]]], dict[str, int]]:
-    """Per group: {member pid: partitions} from the group's assignment, and the group's total lag."""
+def consumer_groups(bootstrap: str, groups: list[str]) -> tuple[dict[str, dict[int, list[int]]], dict[str, int],
+                                                                 dict[str, int]]:
+    """Per group: {member pid: partitions} from the group's assignment, the group's total lag, and
+    the number of messages on its dead-letter topic."""
     from kafka import TopicPartition
     from kafka.admin import KafkaAdminClient, OffsetSpec
 
@@ -84,7 +88,8 @@ def consumer_groups(bootstrap: str, groups: list[str]) -> tuple[dict[str, dict[i
                 assigned = (member.get("member_assignment") or {}).get("assigned_partitions", [])
                 members[pid] = sorted(p for topic in assigned for p in topic["partitions"])
             assignments[group] = members
-        lags = {}
+        lags, dead_letters = {}, {}
+        existing = set(admin.list_topics())
         for group in groups:
             svc = topology.service(group)
             partitions = [TopicPartition(svc.input_topic, p) for p in range(topology.TOPIC_PARTITIONS)]
@@ -92,7 +97,15 @@ def consumer_groups(bootstrap: str, groups: list[str]) -> tuple[dict[str, dict[i
             committed = admin.list_group_offsets({group: partitions}).get(group, {})
             lags[group] = sum(max(ends[tp].offset - (committed[tp].offset if tp in committed and
                                                      committed[tp].offset >= 0 else 0), 0) for tp in partitions)
-        return assignments, lags
+            dlq = f"{svc.input_topic}.dlq"
+            if dlq in existing:
+                dlq_partitions = [TopicPartition(dlq, p) for p in range(topology.TOPIC_PARTITIONS)]
+                starts = admin.list_partition_offsets({tp: OffsetSpec.EARLIEST for tp in dlq_partitions})
+                ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in dlq_partitions})
+                dead_letters[group] = sum(ends[tp].offset - starts[tp].offset for tp in dlq_partitions)
+            else:
+                dead_letters[group] = 0
+        return assignments, lags, dead_letters
     finally:
         admin.close()
 
@@ -117,13 +130,14 @@ def collect(state: dict) -> list[ServiceStatus]:
             status.replicas.append(entry)
         statuses.append(status)
     try:
-        assignments, lags = consumer_groups(state["kafka_bootstrap"], [s.name for s in statuses])
+        assignments, lags, dead_letters = consumer_groups(state["kafka_bootstrap"], [s.name for s in statuses])
     except Exception as exc:  # noqa: BLE001 - a status page shows what it can
         for status in statuses:
             status.error = f"kafka: {exc}"
         return statuses
     for status in statuses:
         status.lag = lags.get(status.name)
+        status.dead_letters = dead_letters.get(status.name)
         members = assignments.get(status.name, {})
         for replica in status.replicas:
             replica.partitions = members.get(replica.pid, [])
@@ -144,7 +158,8 @@ def render(statuses: list[ServiceStatus]) -> Table:
             table.add_row(status.name if first else "", replica.name, f"[{colour}]{replica.health}",
                           ",".join(map(str, replica.partitions)) or "-",
                           ("?" if status.lag is None else str(status.lag)) if first else "",
-                          str(replica.shards["done"]), str(replica.shards["dead_lettered"] + replica.shards["poison"]),
+                          str(replica.shards["done"]),
+                          ("?" if status.dead_letters is None else str(status.dead_letters)) if first else "",
                           str(replica.kept), dropped or "-")
         if status.error:
             table.add_row("", "", f"[red]{status.error}", "", "", "", "", "", "")
