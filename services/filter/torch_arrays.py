@@ -36,7 +36,7 @@ def load_torch_array(data: bytes, key: str = TARGET_KEY, *, where: str = "file")
             loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or others for a bad file
         raise ValueError(f"{where} is not a torch.save file of an array or tensor that can be read safely: "
-                         f"{str(exc).splitlines()[0]}") from exc
+                         f"{_reason(exc)}") from exc
     if isinstance(loaded, dict):
         if key not in loaded:
             raise ValueError(f"{where} holds a dict with keys {sorted(map(str, loaded))}; expected {key!r}")
@@ -46,3 +46,12 @@ def load_torch_array(data: bytes, key: str = TARGET_KEY, *, where: str = "file")
     if isinstance(loaded, np.ndarray):
         return loaded.astype(np.float32, copy=False)
     raise ValueError(f"{where} holds a {type(loaded).__name__}, not an array or tensor")
+
+
+def _reason(exc: Exception) -> str:
+    """The line of torch's long message that says what was refused."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "Unsupported" in line or "error:" in line:
+            return line
+    return lines[0] if lines else type(exc).__name__
