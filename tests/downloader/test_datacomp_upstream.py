@@ -156,3 +156,21 @@ def test_scale_options_are_checked(tmp_path):
     assert result.returncode != 0 and "--url_list and --output_folder are required" in result.stderr
     result = winnow("download", "--scale", "huge", "--data_dir", str(tmp_path))
     assert result.returncode != 0 and "invalid choice" in result.stderr
+
+
+def test_xlarge_metadata_is_flattened_and_an_unknown_repo_is_a_clear_error(tmp_path):
+    from services.downloader.datacomp_upstream import UpstreamConfig, fetch_metadata
+
+    repo = tmp_path / "hub" / "mlfoundations" / "datacomp_xlarge"
+    for part in ("part_0", "part_1"):
+        (repo / part).mkdir(parents=True)
+        pq.write_table(pa.table({"uid": [uid(0)], "url": ["http://example.invalid/a.jpg"], "text": ["a"]}),
+                       repo / part / f"{part}_0000.parquet")
+    with HubServer(tmp_path / "hub") as server:
+        folder = fetch_metadata(UpstreamConfig(scale="xlarge", data_dir=str(tmp_path / "x"), endpoint=server.endpoint),
+                                show_progress=False)
+        assert sorted(p.name for p in folder.glob("*.parquet")) == ["part_0_0000.parquet", "part_1_0000.parquet"]
+        assert not [p for p in folder.iterdir() if p.is_dir() and p.name.startswith("part_")]
+        with pytest.raises(RuntimeError, match="mlfoundations/datacomp_medium"):
+            fetch_metadata(UpstreamConfig(scale="medium", data_dir=str(tmp_path / "m"), endpoint=server.endpoint),
+                           show_progress=False)
