@@ -17,6 +17,16 @@ fi
 # uv keeps one cache per machine and hard-links from it, so a fresh venv (a CI clone) costs
 # seconds once the large wheels (torch) have been downloaded one time.
 [ -x .venv/bin/python ] || uv venv --quiet --python 3.11 .venv
+# gcld3 (DataComp's language identifier for the LAION-2B baseline) publishes no wheel for every
+# platform (none for CPython 3.11 on Linux x86-64): uv builds it from its sdist, which runs protoc
+# and links libprotobuf (Debian protobuf-compiler, libprotobuf-dev). uv caches the built wheel,
+# so this build happens once per machine.
+if ! .venv/bin/python -c "import gcld3" >/dev/null 2>&1 \
+   && { ! command -v protoc >/dev/null 2>&1 || [ ! -e /usr/include/google/protobuf/message.h ]; }; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq protobuf-compiler libprotobuf-dev g++ >/dev/null
+fi
 uv pip sync --quiet --python .venv/bin/python requirements.lock
 uv pip install --quiet --python .venv/bin/python --no-deps -r requirements-nodeps.txt
 uv pip install --quiet --python .venv/bin/python --no-deps -e .

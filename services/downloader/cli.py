@@ -15,6 +15,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from services.downloader import datacomp_upstream
 from services.downloader.fetch import DEFAULT_USER_AGENT, FetchOptions
 from services.downloader.pool import FORMATS, prepare_job
 from services.downloader.redownload import redownload_failed
@@ -79,8 +80,10 @@ def download_options(args: argparse.Namespace) -> DownloadOptions:
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("download", help="download a pool into webdataset shards (img2dataset's options)",
                                    description=__doc__)
-    parser.add_argument("--url_list", required=True, help="pool file or directory (parquet, csv, tsv, json, jsonl, txt)")
-    parser.add_argument("--output_folder", required=True, help="job directory; shards go to OUTPUT_FOLDER/downloader")
+    parser.add_argument("--url_list", help="pool file or directory (parquet, csv, tsv, json, jsonl, txt); "
+                        "required unless --scale")
+    parser.add_argument("--output_folder", help="job directory; shards go to OUTPUT_FOLDER/downloader; "
+                        "required unless --scale")
     parser.add_argument("--input_format", choices=FORMATS, default="")
     parser.add_argument("--url_col", default="url")
     parser.add_argument("--caption_col", default="text")
@@ -90,6 +93,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--job_id", default="")
     parser.add_argument("--disable_progress", action="store_true")
     add_download_options(parser)
+    datacomp_upstream.add_arguments(parser)
     parser.set_defaults(func=run_download)
 
     retry = subparsers.add_parser("redownload", help="fetch again only the samples that failed for a transient reason")
@@ -104,9 +108,9 @@ def add_parser(subparsers) -> None:
 _process_stage: DownloadStage | None = None
 
 
-def _init_process(options: DownloadOptions) -> None:
+def _init_process(options: DownloadOptions, stage_class: type[DownloadStage] = DownloadStage) -> None:
     global _process_stage
-    _process_stage = DownloadStage(options)
+    _process_stage = stage_class(options)
     _process_stage.setup()
 
 
@@ -116,14 +120,15 @@ def _process_ref(serialized: bytes) -> tuple[int, int, int]:
     return ref.shard_id, out.sample_count, ref.sample_count
 
 
-def download_refs(refs: list[ShardRef], options: DownloadOptions, processes: int, show_progress: bool) -> None:
+def download_refs(refs: list[ShardRef], options: DownloadOptions, processes: int, show_progress: bool,
+                  stage_class: type[DownloadStage] = DownloadStage) -> None:
     """Download every shard, ``processes`` at a time, with a progress bar over samples."""
     columns = [TextColumn("[bold]download"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
                TimeElapsedColumn(), TimeRemainingColumn()]
     with Progress(*columns, disable=not show_progress, transient=False) as progress:
         task = progress.add_task("download", total=sum(r.sample_count for r in refs))
         if processes <= 1:
-            stage = DownloadStage(options)
+            stage = stage_class(options)
             stage.setup()
             try:
                 for ref in refs:
@@ -134,7 +139,7 @@ def download_refs(refs: list[ShardRef], options: DownloadOptions, processes: int
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(processes, mp_context=context, initializer=_init_process,
-                                 initargs=(options,)) as pool:
+                                 initargs=(options, stage_class)) as pool:
             futures = [pool.submit(_process_ref, r.SerializeToString()) for r in refs]
             for future in as_completed(futures):
                 _, _, count = future.result()
@@ -142,7 +147,13 @@ def download_refs(refs: list[ShardRef], options: DownloadOptions, processes: int
 
 
 def run_download(args: argparse.Namespace) -> int:
+    if args.no_resize_only_if_bigger:
+        args.resize_only_if_bigger = False
     options = download_options(args)
+    if args.scale:
+        return datacomp_upstream.run(args, options)
+    if not args.url_list or not args.output_folder:
+        raise SystemExit("winnow download: --url_list and --output_folder are required (or --scale and --data_dir)")
     manifest = prepare_job(args.url_list, args.output_folder, job_id=args.job_id, input_format=args.input_format,
                            url_col=args.url_col, caption_col=args.caption_col or None,
                            samples_per_shard=args.number_sample_per_shard, max_samples=args.max_samples)

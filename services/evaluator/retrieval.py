@@ -5,7 +5,7 @@ Every image and every caption is embedded once; each caption ranks all images
 a hit when any of its captions is in the top k); DataComp's main metric is ``mean_recall@1``, the
 mean of the two recall@1. Samples come from a webdataset whose ``txt`` member holds one caption per
 line (``dataset_type.txt`` = ``retrieval``), or from the Hugging Face arrow cache of
-``nlphuji/flickr30k`` / ``nlphuji/mscoco_2014_5k_test_image_text_retrieval`` (columns ``image``
+``nlphuji/flickr_1k_test_image_text_retrieval`` / ``nlphuji/mscoco_2014_5k_test_image_text_retrieval`` (columns ``image``
 and ``caption``, a list of captions), which is what DataComp reads.
 """
 

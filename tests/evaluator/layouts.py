@@ -87,7 +87,8 @@ def _write_arrow(path: Path, table) -> None:
 
 
 def write_flickr_cache(root: Path, retrieval_folder: Path, oracle: OracleEncoder) -> Path:
-    """The openclipart retrieval set as a ``nlphuji/flickr30k``-style arrow cache (image, caption list)."""
+    """The openclipart retrieval set as an arrow cache in the layout of DataComp's Flickr task,
+    ``nlphuji/flickr_1k_test_image_text_retrieval`` (test split; image, caption list)."""
     import pyarrow as pa
 
     images, captions = [], []
@@ -96,7 +97,7 @@ def write_flickr_cache(root: Path, retrieval_folder: Path, oracle: OracleEncoder
         captions.append(sample["txt"].decode().splitlines())
     table = pa.table({"image": images, "caption": captions,
                       "img_id": [str(i) for i in range(len(images))]})
-    path = _arrow_path(root, "nlphuji/flickr30k")
+    path = _arrow_path(root, "nlphuji/flickr_1k_test_image_text_retrieval")
     _write_arrow(path, table)
     for index, (image, texts) in enumerate(zip(images, captions)):
         oracle.learn_image(decode_image(image["bytes"]), f"flickr:{index}")

@@ -93,7 +93,7 @@ def test_retrieval_set_is_held_out_from_training(eval_data):
 def test_oracle_is_perfect_on_every_present_task(eval_data):
     results = evaluate(eval_data["oracle"], eval_data["root"])
     by_key = {r.key: r for r in results.tasks}
-    present = {"wilds/fmow", "fairness/dollar_street", "fairness/fairface", "retrieval/flickr30k", "misc/winogavil",
+    present = {"wilds/fmow", "fairness/dollar_street", "fairness/fairface", "retrieval/flickr_1k_test_image_text_retrieval", "misc/winogavil",
                "fashion_mnist", "openclipart_retrieval"}
     assert {k for k, r in by_key.items() if r.status == OK} == present
     assert all(r.status == MISSING and "no data at" in r.error for k, r in by_key.items() if k not in present)
@@ -147,7 +147,7 @@ def test_random_model_scores_chance(eval_data):
 def test_aggregate_counts_what_is_covered():
     suite = load_suite()
     scores = {"imagenet1k": 0.6, "imagenet_sketch": 0.2, "imagenet-a": 0.4, "vtab/pcam": 0.5,
-              "retrieval/flickr30k": 0.3}
+              "retrieval/flickr_1k_test_image_text_retrieval": 0.3}
     results = [TaskResult(key=t.key, name=t.name, suite=t.suite, kind=t.kind, main_metric=t.main_metric,
                           status=OK if t.key in scores else MISSING, score=scores.get(t.key)) for t in suite.tasks]
     results.append(TaskResult(key="fashion_mnist", name="Fashion-MNIST (local)", suite="local",

@@ -15,7 +15,7 @@ NOT_ACC1 = {
     "fgvc_aircraft": "mean_per_class_recall",
     "vtab/flowers": "mean_per_class_recall",
     "vtab/pets": "mean_per_class_recall",
-    "retrieval/flickr30k": "mean_recall@1",
+    "retrieval/flickr_1k_test_image_text_retrieval": "mean_recall@1",
     "retrieval/mscoco_2014_5k_test_image_text_retrieval": "mean_recall@1",
     "misc/winogavil": "jaccard_score_10-12",
     "wilds/iwildcam": "F1-macro_all",
@@ -62,7 +62,7 @@ def test_kinds(suite):
         if task.suite == "datacomp":
             kinds.setdefault(task.kind, []).append(task.key)
     assert len(kinds["zeroshot_classification"]) == 30
-    assert sorted(kinds["retrieval"]) == ["retrieval/flickr30k", "retrieval/mscoco_2014_5k_test_image_text_retrieval"]
+    assert sorted(kinds["retrieval"]) == ["retrieval/flickr_1k_test_image_text_retrieval", "retrieval/mscoco_2014_5k_test_image_text_retrieval"]
     assert kinds["association"] == ["misc/winogavil"]
     assert kinds["wilds"] == ["wilds/iwildcam", "wilds/camelyon17", "wilds/fmow"]
     assert kinds["fairness"] == ["fairness/dollar_street", "fairness/geode", "fairness/fairface", "fairness/utkface"]
@@ -83,7 +83,8 @@ def test_folders_follow_download_evalsets(suite):
     assert suite.get("imagenet1k").wds_dir == "wds_imagenet1k_test"
     assert suite.get("wilds/fmow").wds_dir == "wds_wilds-fmow_test"
     assert suite.get("fairness/geode").wds_dir == "wds_geode_test"  # fairness/ is dropped
-    assert suite.get("retrieval/flickr30k").hf_dataset == "nlphuji/flickr30k"
+    assert suite.get("retrieval/flickr_1k_test_image_text_retrieval").hf_dataset == \
+        "nlphuji/flickr_1k_test_image_text_retrieval"
     assert suite.get("misc/winogavil").hf_dataset == "nlphuji/winogavil"
     sizes = {t.name: t.size for t in suite.scored}
     assert sizes["ImageNet 1k"] == 50000 and sizes["SUN397"] == 108754 and sizes["KITTI Vehicle Distance"] == 711
@@ -112,3 +113,35 @@ def test_bad_task_lists_are_refused():
     broken["tasks"][1]["main_metrc"] = "acc1"
     with pytest.raises(ValueError, match="unknown fields"):
         parse_suite(broken)
+
+
+# DataComp's tasklist.yml (mlfoundations/datacomp, as it is since May 2023), in its order, with the
+# tags that are not empty: winnow's suite must list the same tasks, so that eval_results.jsonl has
+# the lines DataComp's aggregate_scores.py expects.
+DATACOMP_TASKLIST = [
+    "vtab/caltech101", "cifar10", "vtab/cifar100", "vtab/clevr_count_all", "vtab/clevr_closest_object_distance",
+    "country211", "vtab/dtd", "vtab/eurosat", "fgvc_aircraft", "food101", "gtsrb", "imagenet1k", "imagenet_sketch",
+    "imagenetv2", "imagenet-a", "imagenet-o", "imagenet-r", "vtab/kitti_closest_vehicle_distance", "mnist",
+    "objectnet", "vtab/flowers", "vtab/pets", "voc2007", "vtab/pcam", "renderedsst2", "vtab/resisc45", "cars",
+    "stl10", "sun397", "vtab/svhn", "retrieval/flickr_1k_test_image_text_retrieval",
+    "retrieval/mscoco_2014_5k_test_image_text_retrieval", "misc/winogavil", "wilds/iwildcam", "wilds/camelyon17",
+    "wilds/fmow", "fairness/dollar_street", "fairness/geode", "fairness/fairface", "fairness/utkface"]
+DATACOMP_TAGS = {
+    "imagenet1k": ("val_task",),
+    "retrieval/flickr_1k_test_image_text_retrieval": ("retrieval",),
+    "retrieval/mscoco_2014_5k_test_image_text_retrieval": ("retrieval",),
+    "misc/winogavil": ("retrieval",),
+    **{key: ("wilds",) for key in ("wilds/iwildcam", "wilds/camelyon17", "wilds/fmow")},
+    **{key: ("fairness",) for key in ("fairness/dollar_street", "fairness/geode", "fairness/fairface",
+                                      "fairness/utkface")},
+}
+
+
+def test_the_task_list_is_datacomps_current_one(suite):
+    datacomp = [t for t in suite.tasks if t.suite == "datacomp"]
+    assert [t.key for t in datacomp] == DATACOMP_TASKLIST
+    assert {t.key: t.tags for t in datacomp if t.tags and not t.tags[0].startswith("vtab_")} == DATACOMP_TAGS
+    flickr = suite.get("Flickr")
+    assert (flickr.key, flickr.size, flickr.hf_dataset, flickr.wds_dir) == (
+        "retrieval/flickr_1k_test_image_text_retrieval", 1000, "nlphuji/flickr_1k_test_image_text_retrieval",
+        "wds_retrieval-flickr_1k_test_image_text_retrieval_test")

@@ -354,15 +354,20 @@ def language():
 
 def test_language_of_captions(language):
     assert isinstance(language, base.LanguageIdentifier)
+    assert language.name == "fasttext-lid.176.ftz"
     captions = ["A dog running on the beach at sunset", "Ein Hund läuft über die Wiese",
-                "Un chat dort sur le canapé rouge", "公園で遊ぶ子供たち", "A DOG ON THE BEACH"]
+                "Un chat dort sur le canapé rouge", "公園で遊ぶ子供たち"]
     found = language.detect(captions)
-    assert [lang for lang, _ in found] == ["en", "de", "fr", "ja", "en"]
+    assert [lang for lang, _ in found] == ["en", "de", "fr", "ja"]
     assert all(isinstance(p, float) and 0.5 < p <= 1.0 for _, p in found), found
 
 
-def test_language_of_nothing_is_undetermined(language):
-    assert language.detect(["", "  \n "]) == [("und", 0.0), ("und", 0.0)]
+def test_language_of_blank_and_long_text_is_the_models_answer(language):
+    # As DataComp asks fastText: no special label for blank text (the model's prior, English at
+    # 0.1245), nothing truncated, newlines read as spaces.
+    blank = language.detect(["", "  \n "])
+    assert [lang for lang, _ in blank] == ["en", "en"] and blank[0] == blank[1]
+    assert abs(blank[0][1] - 0.1245) < 1e-3
     assert language.detect([]) == []
     lang, prob = language.detect(["line one\nline two of an English caption " * 200])[0]
     assert lang == "en" and prob > 0.5

@@ -239,6 +239,27 @@ def test_cli(pool, tmp_path):
     assert Counter(r["uid"] for r in all_rows(out)) == expected
 
 
+def test_cli_takes_datacomps_spellings(pool, tmp_path):
+    """DataComp's resharder.py options: -i/-o/-s/-j, --shard-size, --shuffle-bufsize, --apply-blur, --dry-run."""
+    root, subset, expected = pool
+    parser = argparse.ArgumentParser(prog="winnow")
+    reshard_cli.add_parser(parser.add_subparsers(dest="command"))
+    out = tmp_path / "out"
+    common = ["reshard", "-i", str(root), "-o", str(out), "-s", subset, "-j", "2", "--shard-size", "3"]
+    dry = parser.parse_args([*common, "--dry-run", "--apply-blur"])
+    assert (dry.input_dir, dry.output_dir, dry.subset_file, dry.num_workers, dry.shard_size, dry.blur_faces) == (
+        str(root), str(out), subset, 2, 3, True)
+    assert dry.func(dry) == 0
+    assert not out.exists(), "a dry run writes nothing"
+    planned = reshard(ReshardConfig(str(root), str(out), subset, shard_size=3, num_workers=2, dry_run=True))
+    assert planned.expected == sum(expected.values()) and planned.samples_written == 0 and planned.output_shards > 0
+    args = parser.parse_args([*common, "--input-dir", str(root), "--output-dir", str(out), "--subset-file", subset,
+                              "--num-workers", "2", "--shuffle-bufsize", "4", "--apply-blur"])
+    assert args.func(args) == 0
+    assert Counter(r["uid"] for r in all_rows(out)) == expected
+    assert len(output_shards(out)) == planned.output_shards
+
+
 @pytest.mark.s3
 def test_filter_and_reshard_on_s3(s3_bucket, images):
     from services.filter.apply import FilterConfig, apply_filter
