@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import structlog
 
+from shared.access import AccessDenied, InvalidReference
 from shared.bus.base import Bus, Consumer, Message
 from shared.messages import DeadLetter, PoisonMessage, ShardRef, decode_ref, encode_ref, message_key
 from shared.service.metrics import SHARD_SECONDS, SHARDS
@@ -41,6 +42,7 @@ class ShardWorker:
         group_id: str,
         max_attempts: int = 3,
         retry_backoff_s: float = 2.0,
+        admit: Callable[[ShardRef], None] | None = None,
     ) -> None:
         self.bus = bus
         self.handle = handle
@@ -51,6 +53,8 @@ class ShardWorker:
         self.dead_letter_topic = f"{input_topic}.dlq"
         self.max_attempts = max_attempts
         self.retry_backoff_s = retry_backoff_s
+        # checks a message's paths before the stage touches them (shared.access); None = trust them
+        self.admit = admit
         self.stop_event = threading.Event()
         self.processed = 0
         self._consumer: Consumer | None = None
@@ -106,6 +110,14 @@ class ShardWorker:
             SHARDS.labels(self.stage, "poison").inc()
             return
         bound = log.bind(stage=self.stage, job_id=ref.job_id, shard_id=ref.shard_id, attempt=ref.attempt)
+        if self.admit is not None:
+            try:
+                self.admit(ref)
+            except (AccessDenied, InvalidReference) as exc:  # nothing was read: no retry can help
+                bound.error("message_refused", error=str(exc), error_type=type(exc).__name__)
+                self._dead_letter(message, ref, exc)
+                SHARDS.labels(self.stage, "refused").inc()
+                return
         started = time.monotonic()
         try:
             result = self.handle(ref)

@@ -27,12 +27,12 @@ def metrics_port() -> int:
 @pytest.fixture
 def service(tmp_path, metrics_port):
     settings = DownloaderSettings(grpc_address="127.0.0.1:0", metrics_port=metrics_port, output_uri=str(tmp_path / "jobs"),
-                                  allow_networks=("127.0.0.0/8",), timeout=2, retries=0, thread_count=4,
+                                  allow_networks=("127.0.0.0/8",), read_roots=(str(tmp_path),), timeout=2, retries=0, thread_count=4,
                                   samples_per_shard=4, consumer_group="downloader-api-test")
     stage = DownloadStage(settings.download_options())
     running = StageService(stage, settings, downloader_bindings(
         stage, input_topic=settings.input_topic, output_uri=settings.output_uri,
-        samples_per_shard=settings.samples_per_shard), bus=InProcessBus())
+        samples_per_shard=settings.samples_per_shard, policy=settings.access_policy()), bus=InProcessBus())
     running.start()
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield downloader_pb2_grpc.DownloaderStub(channel), running
