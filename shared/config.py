@@ -62,7 +62,8 @@ class ServiceSettings(BaseSettings):
     def access_policy(self) -> AccessPolicy:
         """The policy every path in a request or bus message goes through (``shared.access``)."""
         write = tuple(self.write_roots) or self.job_storage_roots()
-        read = tuple(self.read_roots) or self.default_read_roots()
+        # configured write roots without read roots: reading is allowed under the write roots only
+        read = tuple(self.read_roots) if self.read_roots or self.write_roots else self.default_read_roots()
         return AccessPolicy(read_roots=read, write_roots=write, allow_pipe_sources=self.allow_pipe_sources,
                             allow_protocol_chains=self.allow_protocol_chains,
                             allow_networks=tuple(self.allow_networks))

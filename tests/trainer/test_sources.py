@@ -394,10 +394,10 @@ def test_without_weights_the_loader_draws_in_proportion_to_size(three_sources):
 
 
 @pytest.fixture
-def trainer_api(tmp_path):
+def trainer_api(tmp_path, tmp_path_factory):
     stage = TrainerStage("tiny", str(tmp_path / "runs"), workers=0, device="cpu", allow_networks=LOOPBACK)
     # the pools and shard folders of these tests lie beside the runs: the operator's read roots say so
-    policy = AccessPolicy(read_roots=(str(tmp_path),), write_roots=(str(tmp_path / "runs"),))
+    policy = AccessPolicy(read_roots=(str(tmp_path_factory.getbasetemp()),), write_roots=(str(tmp_path / "runs"),))
     server, port, _ = create_server("127.0.0.1:0", bindings(stage, policy)(None))
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
