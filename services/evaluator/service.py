@@ -18,7 +18,7 @@ from rich.console import Console
 
 from services.evaluator.cli import SUMMARY_FILE, run_evaluation
 from shared import storage
-from shared.access import AccessPolicy
+from shared.access import AccessPolicy, check_identifier
 from shared.messages import ShardRef, make_ref
 from shared.proto import training_pb2, training_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
@@ -85,10 +85,12 @@ class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "train_output_dir or checkpoint is required")
         with refusals_as_status(context):
             checkpoint = self.policy.read(request.checkpoint, "checkpoint") if request.checkpoint else None
+            # an architecture name: open_clip would also take 'hf-hub:' or 'local-dir:' locations
+            model = check_identifier(request.model, "model") if request.model else None
             # the results are written into the run's folder
             run_dir = self.policy.write(request.train_output_dir or str(Path(checkpoint).parent), "train_output_dir")
         try:
-            results = self.stage.evaluate(run_dir, model=request.model or None,
+            results = self.stage.evaluate(run_dir, model=model,
                                           checkpoint=checkpoint, tasks=list(request.tasks) or None)
         except FileNotFoundError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))

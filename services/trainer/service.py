@@ -211,8 +211,10 @@ class TrainerServicer(training_pb2_grpc.TrainerServicer):
             data_dirs = self.policy.read_all(request.data_dirs, "data_dirs")
             exp_name = check_identifier(request.exp_name, "exp_name") if request.exp_name else ""
             output_dir = self.policy.write(request.output_dir, "output_dir") if request.output_dir else ""
+            # a named scale, or a scale file (read like any other path)
+            scale = self.policy.read(request.scale, "scale") if request.scale.endswith(".json") else request.scale
         try:
-            run = self.stage.new_run(data_dirs, scale=request.scale or None, exp_name=exp_name,
+            run = self.stage.new_run(data_dirs, scale=scale or None, exp_name=exp_name,
                                      output_dir=output_dir, data_weights=list(request.data_weights),
                                      num_checkpoints=request.num_checkpoints, seed=request.seed)
         except (ValueError, FileNotFoundError) as exc:

@@ -166,6 +166,8 @@ def _upload_pool(pool: Path, state: dict) -> str:
                    "key": os.environ.get("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY),
                    "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY)}
     fs, path = fsspec.core.url_to_fs(target, **options)
+    if not options:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     fs.put(str(pool), path, recursive=pool.is_dir())
     return target
 

@@ -140,6 +140,7 @@ def _plant_canaries(outside: Path, canary: str) -> None:
     (outside / "shards").mkdir()
     (outside / "shards" / "00000000.tar").write_bytes(canary.encode())
     (outside / "written").mkdir()  # output_uri attacks aim here
+    (outside / "scale.json").write_text(json.dumps({"name": canary, "model": canary}))
 
 
 @pytest.fixture(scope="session")

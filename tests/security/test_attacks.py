@@ -160,6 +160,8 @@ GRPC_ATTACKS: dict[str, Attack] = {
         data_dirs=[str(t.runs)], output_dir=str(t.outside / "written"))),
     "train_exp_name_dotdot": Attack("trainer", "StartRun",
                                     lambda t: Run(data_dirs=[str(t.runs)], exp_name="../../../outside/written/x")),
+    "train_scale_file_outside": Attack("trainer", "StartRun", lambda t: Run(
+        data_dirs=[str(t.runs)], scale=str(t.outside / "scale.json"))),
     "train_exp_name_absolute": Attack("trainer", "StartRun",
                                       lambda t: Run(data_dirs=[str(t.runs)], exp_name=str(t.outside / "written"))),
     # -- the evaluator ----------------------------------------------------------------------------
@@ -168,6 +170,10 @@ GRPC_ATTACKS: dict[str, Attack] = {
     "evaluate_run_outside": Attack("evaluator", "Evaluate", lambda t: Evaluate(train_output_dir=str(t.outside / "run"))),
     "evaluate_run_through_link": Attack("evaluator", "Evaluate",
                                         lambda t: Evaluate(train_output_dir=str(t.training / "linked-run"))),
+    "evaluate_model_local_dir": Attack("evaluator", "Evaluate", lambda t: Evaluate(
+        train_output_dir=str(t.training), model=f"local-dir:{t.outside}/run")),
+    "evaluate_model_hub": Attack("evaluator", "Evaluate", lambda t: Evaluate(
+        train_output_dir=str(t.training), model="hf-hub:attacker/model")),
     "results_planted_outside": Attack("evaluator", "GetResults",
                                       lambda t: Results(train_output_dir=str(t.outside / "run"))),
     "results_dotdot": Attack("evaluator", "GetResults",
