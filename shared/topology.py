@@ -123,7 +123,8 @@ SERVICES: tuple[Service, ...] = (
             shards_topic("trainer"), shards_topic("evaluator"), 50058, 9108, role=Role.TRAINING, max_replicas=1,
             resources=Resources("1", "4Gi", "4", "16Gi", gpu=1),
             # reads the trainer's runs (the same volume) and DataComp's evaluation sets; writes results into the runs
-            env={"WINNOW_EVAL_DATA_DIR": f"{STATE_ROOT}/eval-data", "WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"},
+            env={"WINNOW_EVAL_DATA_DIR": f"{STATE_ROOT}/eval-data",
+                 "WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"},
             job_storage_access="", write_roots=(f"{STATE_ROOT}/training",)),
 )
 

@@ -114,7 +114,8 @@ def _without_content(exc: Exception, pool_uri: str) -> str:
     """The error for the caller, never quoting the pool file: a parser's message may hold its lines."""
     if isinstance(exc, PoolFormatError) and exc.__cause__ is not None:
         log.warning("pool_unreadable", pool_uri=pool_uri, error=str(exc))
-        return f"cannot read {pool_uri} in the format asked for; check input_format (the details are in the service log)"
+        return (f"cannot read {pool_uri} in the format asked for; check input_format "
+                "(the details are in the service log)")
     message = str(exc)
     return message.split("; its columns are", 1)[0]
 

@@ -109,3 +109,17 @@ def test_the_service_reports_serving_only_once_set_up(service):
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("content", [
+    "root:x:0:0:MARKER-7f3a:/root:/bin/bash\ndaemon:x:1:1:MARKER-7f3a:/usr/sbin\n",  # no url column: its header is a line
+    "url,text\nhttp://a/1.jpg,fine\nhttp://a/2.jpg,too,many MARKER-7f3a\n",  # the parser quotes the bad row
+])
+def test_a_pool_the_parser_refuses_is_reported_without_its_content(service, tmp_path, content):
+    stub, _ = service
+    pool = tmp_path / "pool.csv"
+    pool.write_text(content)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.SubmitPool(downloader_pb2.SubmitPoolRequest(pool_uri=str(pool), input_format="csv"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MARKER-7f3a" not in refused.value.details() and str(pool) in refused.value.details()
