@@ -24,7 +24,6 @@ The roots apply to what arrives in requests and messages; a local command line (
 
 from __future__ import annotations
 
-import glob as globlib
 import ipaddress
 import os
 import re
@@ -185,15 +184,25 @@ class AccessPolicy:
             raise AccessDenied(f"{what}: {uri[:200]!r} is outside the roots this service may "
                                f"{'write' if write else 'read'}", setting)
         if not location.scheme and _GLOB_CHARS.search(location.path):
-            self._check_matches(location.path, roots, uri, what, setting)
+            self._check_pattern(location.path, roots, uri, what, setting)
         return location.uri()
 
-    def _check_matches(self, pattern: str, roots: tuple[Location, ...], uri: str, what: str, setting: str) -> None:
-        """A pattern's matches must stay inside too (a symlink in the storage may point out)."""
-        for match in globlib.glob(pattern):
-            real = Location("", os.path.realpath(match))
-            if not any(real.within(root) for root in roots):
-                raise AccessDenied(f"{what}: {uri[:200]!r} matches a link that leads outside the roots", setting)
+    def _check_pattern(self, pattern: str, roots: tuple[Location, ...], uri: str, what: str, setting: str) -> None:
+        """A pattern (glob or webdataset braces) may only be in the file name, and its folder may hold no
+        link that leads out: the real path of the pattern says nothing about what it will match."""
+        folder = os.path.dirname(pattern)
+        if _GLOB_CHARS.search(folder):
+            raise InvalidReference(f"{what}: {uri[:200]!r} has a pattern in a folder name; only the file name "
+                                   "may be one")
+        if not os.path.isdir(folder):
+            return
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    real = Location("", os.path.realpath(entry.path))
+                    if not any(real.within(root) for root in roots):
+                        raise AccessDenied(f"{what}: the folder of {uri[:200]!r} holds a link that leads outside "
+                                           "the roots", setting)
 
     def _chain(self, uri: str, what: str, *, write: bool) -> str:
         if not self.allow_protocol_chains:

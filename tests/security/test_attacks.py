@@ -152,6 +152,8 @@ GRPC_ATTACKS: dict[str, Attack] = {
         data_dirs=[f"{t.outside}/shards/{{00000000..00000000}}.tar"])),
     "train_data_dotdot": Attack("trainer", "StartRun",
                                 lambda t: Run(data_dirs=[f"{t.runs}/../../outside/shards"])),
+    "train_data_braces_through_link": Attack("trainer", "StartRun", lambda t: Run(
+        data_dirs=[f"{t.training}/{{linked-run,x}}/checkpoints/epoch_1.pt"])),
     "train_data_chain": Attack("trainer", "StartRun",
                                lambda t: Run(data_dirs=[f"simplecache::file://{t.outside}/shards/00000000.tar"])),
     "train_data_ssrf": Attack("trainer", "StartRun", lambda t: Run(data_dirs=[t.url("{00000000..00000001}.tar")])),

@@ -39,7 +39,8 @@ def test_paths_inside_the_roots_resolve_to_their_real_path(layout):
 @pytest.mark.parametrize("spelling", [
     "{secret}", "file://{secret}", "local://{secret}", "{storage}/../secret.txt", "{storage}/job/../../secret.txt",
     "{storage}/link.txt", "{storage}/dirlink/secret.txt", "/etc/passwd", "file:///etc/passwd",
-    "{storage}-sibling/x", "{storage}/*/../../secret.txt", "{storage}/*.txt",
+    "{storage}-sibling/x", "{storage}/*/../../secret.txt", "{storage}/*.txt", "{storage}/{{link,x}}.txt",
+    "{storage}/{{dirlink,job}}/secret.txt", "{storage}/*/secret.txt",
 ])
 def test_every_spelling_of_a_file_outside_is_refused(layout, spelling):
     policy, storage, secret, _ = layout
