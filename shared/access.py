@@ -160,7 +160,7 @@ class AccessPolicy:
     def _resolve(self, uri: str, what: str, *, write: bool) -> str:
         if not uri:
             raise InvalidReference(f"{what} is empty")
-        if uri.startswith("pipe:"):
+        if "pipe:" in uri:  # anywhere: webdataset expands braces first, so '{pipe:...,x}' would run too
             if self.allow_pipe_sources and not write:
                 return uri
             raise AccessDenied(f"{what}: 'pipe:' sources run a shell command and are refused", ALLOW_PIPE_SETTING)

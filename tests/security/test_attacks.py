@@ -145,6 +145,8 @@ GRPC_ATTACKS: dict[str, Attack] = {
     # -- the trainer ------------------------------------------------------------------------------
     "train_pipe_touch": Attack("trainer", "StartRun", lambda t: Run(data_dirs=[f"pipe:touch {t.touched}"]),
                                settles_s=8),
+    "train_pipe_in_braces": Attack("trainer", "StartRun", lambda t: Run(data_dirs=[f"{{pipe:touch {t.touched},x}}"]),
+                                   settles_s=2),
     "train_pipe_among_sources": Attack("trainer", "StartRun", lambda t: Run(
         data_dirs=[str(t.runs), f"pipe:touch {t.touched}"]), settles_s=2),
     "train_data_outside": Attack("trainer", "StartRun", lambda t: Run(data_dirs=[str(t.outside / "shards")])),

@@ -64,6 +64,7 @@ def test_the_read_roots_are_not_write_roots(layout):
     ("s3://other/runs/x", "WINNOW_READ_ROOTS"), ("s3://bucket/other/x", "WINNOW_READ_ROOTS"),
     ("s3://bucket/runsx/y", "WINNOW_READ_ROOTS"), ("gs://bucket/runs/x", "WINNOW_READ_ROOTS"),
     ("memory://x", "WINNOW_READ_ROOTS"), ("pipe:touch /tmp/x", "WINNOW_ALLOW_PIPE_SOURCES"),
+    ("{pipe:touch /tmp/x,a}", "WINNOW_ALLOW_PIPE_SOURCES"),
     ("simplecache::file:///etc/passwd", "WINNOW_ALLOW_PROTOCOL_CHAINS"),
     ("simplecache::s3://bucket/runs/x", "WINNOW_ALLOW_PROTOCOL_CHAINS"),
     ("http://127.0.0.1:8080/pool.csv", "WINNOW_ALLOW_NETWORKS"), ("http://localhost:8080/x", "WINNOW_ALLOW_NETWORKS"),
