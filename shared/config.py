@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.access import AccessPolicy
+
 
 class ServiceSettings(BaseSettings):
     """What every service shell needs: where to listen, which bus, how to retry."""
@@ -35,8 +37,39 @@ class ServiceSettings(BaseSettings):
     grpc_tls_cert: str = Field("", description="PEM certificate chain file for TLS; empty = plaintext")
     grpc_tls_key: str = Field("", description="PEM private key file for TLS")
     grpc_max_message_bytes: int = Field(64 * 1024 * 1024, description="largest gRPC request or response")
+    grpc_open_reflection: bool = Field(False, description="answer gRPC server reflection without the bearer "
+                                                          "token (health always answers, for probes)")
+    read_roots: tuple[str, ...] = Field((), description="folders and object-store prefixes that paths in requests "
+                                                        "and bus messages may read (JSON list); empty = the "
+                                                        "service's job storage")
+    write_roots: tuple[str, ...] = Field((), description="folders and object-store prefixes that paths in requests "
+                                                         "and bus messages may write (JSON list); empty = the "
+                                                         "service's job storage")
+    allow_pipe_sources: bool = Field(False, description="let requests and messages name 'pipe:' sources (a shell "
+                                                        "command on this host)")
+    allow_protocol_chains: bool = Field(False, description="let requests and messages use fsspec caching chains "
+                                                           "('simplecache::s3://...')")
+    allow_networks: tuple[str, ...] = Field((), description="CIDRs exempt from the private-address guard, for "
+                                                            "image URLs and http(s) sources")
     log_level: str = "INFO"
     log_json: bool = True
+
+    def job_storage_roots(self) -> tuple[str, ...]:
+        """Where this service keeps jobs: the roots when none are configured."""
+        return ("runs",)
+
+    def default_read_roots(self) -> tuple[str, ...]:
+        """What this service may read when no read roots are configured (besides its write roots)."""
+        return self.job_storage_roots()
+
+    def access_policy(self) -> AccessPolicy:
+        """The policy every path in a request or bus message goes through (``shared.access``)."""
+        write = tuple(self.write_roots) or self.job_storage_roots()
+        # configured write roots without read roots: reading is allowed under the write roots only
+        read = tuple(self.read_roots) if self.read_roots or self.write_roots else self.default_read_roots()
+        return AccessPolicy(read_roots=read, write_roots=write, allow_pipe_sources=self.allow_pipe_sources,
+                            allow_protocol_chains=self.allow_protocol_chains,
+                            allow_networks=tuple(self.allow_networks))
 
     @property
     def group_id(self) -> str:

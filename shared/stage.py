@@ -19,6 +19,10 @@ class Stage(ABC):
     """A stage writes ``{job_root}/{name}/{shard:08d}.*`` for every shard it is given."""
 
     name: str = "stage"
+    #: How a bus message's ``uri`` is used ("read" or "write"), and whether the stage writes under
+    #: its ``job_root``: the service checks both against its roots before ``process`` (shared.access).
+    message_uri_access: str = "read"
+    writes_job_root: bool = True
 
     def setup(self) -> None:
         """Load models, open clients. Called once before the first ``process``."""

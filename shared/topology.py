@@ -11,6 +11,8 @@ the addresses of Kafka, Triton and the object store.
 
 from __future__ import annotations
 
+import json
+import posixpath
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -67,6 +69,11 @@ class Service:
     resources: Resources = Resources("500m", "1Gi", "2", "4Gi")
     env: dict[str, str] = field(default_factory=dict)  # service-specific settings (WINNOW_*)
     fetches_internet: bool = False  # needs egress to the public internet (the downloader)
+    # what paths in its requests and bus messages may name (shared.access), beside the job storage
+    reads_pools: bool = False  # the pools folder beside the job storage (where clients upload pools)
+    read_roots: tuple[str, ...] = ()
+    write_roots: tuple[str, ...] = ()
+    job_storage_access: str = "write"  # "write", "read" or "" (none) for the job storage itself
 
     @property
     def consumer_group(self) -> str:
@@ -85,10 +92,10 @@ class Service:
 SERVICES: tuple[Service, ...] = (
     Service("extractor", "services.extractor", "image URLs and alt text from Common Crawl WARC/WAT files",
             CRAWL_TOPIC, shards_topic("pool"), 50050, 9100,
-            resources=Resources("500m", "512Mi", "1", "2Gi"), fetches_internet=True),
+            resources=Resources("500m", "512Mi", "1", "2Gi"), fetches_internet=True, reads_pools=True),
     Service("downloader", "services.downloader", "fetches, resizes and shards the images of a pool",
             shards_topic("pool"), shards_topic("downloader"), 50051, 9101,
-            resources=Resources("1", "1Gi", "4", "4Gi"), fetches_internet=True,
+            resources=Resources("1", "1Gi", "4", "4Gi"), fetches_internet=True, reads_pools=True,
             # one crawl file is one pool shard (often 50k+ images): hold its message up to 4 hours
             env={"WINNOW_MAX_MESSAGE_SECONDS": "14400"}),
     Service("safety", "services.safety", "drops toxic captions and NSFW images",
@@ -109,12 +116,16 @@ SERVICES: tuple[Service, ...] = (
     Service("trainer", "services.trainer", "trains a CLIP on a subset with open_clip at a DataComp scale",
             shards_topic("reshard"), shards_topic("trainer"), 50057, 9107, role=Role.TRAINING, max_replicas=1,
             resources=Resources("2", "8Gi", "8", "32Gi", gpu=1),
-            env={"WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"}),
+            env={"WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"},
+            # reads the pipeline's subsets, writes only its runs
+            job_storage_access="read", read_roots=(f"{STATE_ROOT}/training",), write_roots=(f"{STATE_ROOT}/training",)),
     Service("evaluator", "services.evaluator", "evaluates a trained model on DataComp's tasks",
             shards_topic("trainer"), shards_topic("evaluator"), 50058, 9108, role=Role.TRAINING, max_replicas=1,
             resources=Resources("1", "4Gi", "4", "16Gi", gpu=1),
-            # reads the trainer's runs (the same volume) and DataComp's evaluation sets
-            env={"WINNOW_EVAL_DATA_DIR": f"{STATE_ROOT}/eval-data"}),
+            # reads the trainer's runs (the same volume) and DataComp's evaluation sets; writes results into the runs
+            env={"WINNOW_EVAL_DATA_DIR": f"{STATE_ROOT}/eval-data",
+                 "WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"},
+            job_storage_access="", write_roots=(f"{STATE_ROOT}/training",)),
 )
 
 #: The order shards flow in (extractor first when a crawl is the source).
@@ -178,6 +189,20 @@ def topics() -> list[str]:
 SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "WINNOW_KAFKA_SECURITY", "WINNOW_GRPC_TOKEN")
 
 
+def pools_root(job_root: str) -> str:
+    """Where clients put pools for the downloader to read: ``pools`` beside the job storage."""
+    return posixpath.join(posixpath.dirname(job_root.rstrip("/")), "pools")
+
+
+def access_roots(svc: Service, endpoints: Endpoints) -> tuple[list[str], list[str]]:
+    """(read roots, write roots) for paths in the service's requests and bus messages."""
+    write = ([endpoints.job_root] if svc.job_storage_access == "write" else []) + list(svc.write_roots)
+    read = ([endpoints.job_root] if svc.job_storage_access == "read" else []) + list(svc.read_roots)
+    if svc.reads_pools:
+        read.append(pools_root(endpoints.job_root))
+    return read, write
+
+
 def service_env(svc: Service, endpoints: Endpoints) -> dict[str, str]:
     """The environment one service runs with (secrets excluded: see :data:`SECRET_ENV`)."""
     env = {
@@ -191,6 +216,9 @@ def service_env(svc: Service, endpoints: Endpoints) -> dict[str, str]:
         "WINNOW_TOPIC_PARTITIONS": str(TOPIC_PARTITIONS),
         "WINNOW_LOG_JSON": "true",
     }
+    read_roots, write_roots = access_roots(svc, endpoints)
+    env["WINNOW_READ_ROOTS"] = json.dumps(read_roots)  # besides the write roots (shared.access)
+    env["WINNOW_WRITE_ROOTS"] = json.dumps(write_roots)
     if svc.uses_triton:
         env["WINNOW_TRITON_URL"] = endpoints.triton_grpc
     if svc.name in ("downloader", "extractor"):

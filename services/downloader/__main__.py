@@ -11,7 +11,8 @@ from shared.service.runner import serve_forever
 def build(settings: DownloaderSettings):
     stage = DownloadStage(settings.download_options())
     return stage, downloader_bindings(stage, input_topic=settings.input_topic, output_uri=settings.output_uri,
-                                      samples_per_shard=settings.samples_per_shard)
+                                      samples_per_shard=settings.samples_per_shard,
+                                      policy=settings.access_policy())
 
 
 def main() -> None:

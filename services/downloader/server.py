@@ -13,10 +13,12 @@ from services.downloader.pool import PoolFormatError, prepare_job
 from services.downloader.resize import MIME_TYPES
 from services.downloader.stage import DownloadStage, SampleOutcome, download_sample
 from shared import storage
+from shared.access import AccessPolicy, check_identifier
 from shared.bus.base import Bus
 from shared.jobs import JobManifest, job_stages, publish_pool, stage_totals
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
+from shared.service.refusals import refusals_as_status
 
 log = structlog.get_logger(__name__)
 
@@ -26,8 +28,10 @@ SERVICE_NAME = downloader_pb2.DESCRIPTOR.services_by_name["Downloader"].full_nam
 
 class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
     def __init__(self, stage: DownloadStage, bus: Bus, *, input_topic: str, output_uri: str,
-                 samples_per_shard: int) -> None:
+                 samples_per_shard: int, policy: AccessPolicy | None = None) -> None:
         self.stage = stage
+        # every path in a request goes through this (shared.access); by default only the job storage
+        self.policy = policy or AccessPolicy(read_roots=(output_uri,), write_roots=(output_uri,))
         self.bus = bus
         self.input_topic = input_topic
         self.output_uri = output_uri
@@ -38,21 +42,24 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "pool_uri is required")
         if request.samples_per_shard < 0 or request.max_samples < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "samples_per_shard and max_samples must not be negative")
-        job_id = request.job_id or None
-        job_root = request.output_uri or (storage.join(self.output_uri, job_id) if job_id else "")
+        with refusals_as_status(context):
+            pool_uri = self.policy.read(request.pool_uri, "pool_uri")
+            job_id = check_identifier(request.job_id, "job_id") if request.job_id else None
+            job_root = (self.policy.write(request.output_uri, "output_uri") if request.output_uri
+                        else storage.join(self.output_uri, job_id) if job_id else "")
         try:
             if not job_root:
                 job_id = uuid.uuid4().hex[:16]
                 job_root = storage.join(self.output_uri, job_id)
             manifest = prepare_job(
-                request.pool_uri, job_root, job_id=job_id or "", input_format=request.input_format,
+                pool_uri, job_root, job_id=job_id or "", input_format=request.input_format,
                 url_col=request.url_col or "url", caption_col=request.caption_col or "text",
                 samples_per_shard=request.samples_per_shard or self.samples_per_shard,
                 max_samples=request.max_samples)
         except FileNotFoundError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, f"pool not found: {exc}")
         except (PoolFormatError, ValueError) as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, _without_content(exc, pool_uri))
         publish_pool(self.bus, manifest, self.input_topic)
         log.info("job_submitted", job_id=manifest.job_id, shards=manifest.shard_count, samples=manifest.sample_count)
         return downloader_pb2.SubmitPoolResponse(job_id=manifest.job_id, shard_count=manifest.shard_count,
@@ -86,9 +93,11 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
         return downloader_pb2.FetchUrlsResponse(images=[_fetched(u, o) for u, o in zip(request.urls, outcomes)])
 
     def GetJob(self, request, context):
-        job_root = request.job_root or (storage.join(self.output_uri, request.job_id) if request.job_id else "")
-        if not job_root:
+        if not request.job_root and not request.job_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id or job_root is required")
+        with refusals_as_status(context):
+            job_root = (self.policy.read(request.job_root, "job_root") if request.job_root
+                        else storage.join(self.output_uri, check_identifier(request.job_id, "job_id")))
         if not JobManifest.exists(job_root):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job at {job_root}")
         manifest = JobManifest.load(job_root)
@@ -101,6 +110,16 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
                                                  kept=s.kept, reasons=dict(s.reasons)) for s in stages])
 
 
+def _without_content(exc: Exception, pool_uri: str) -> str:
+    """The error for the caller, never quoting the pool file: a parser's message may hold its lines."""
+    if isinstance(exc, PoolFormatError) and exc.__cause__ is not None:
+        log.warning("pool_unreadable", pool_uri=pool_uri, error=str(exc))
+        return (f"cannot read {pool_uri} in the format asked for; check input_format "
+                "(the details are in the service log)")
+    message = str(exc)
+    return message.split("; its columns are", 1)[0]
+
+
 def _fetched(url: str, outcome: SampleOutcome) -> downloader_pb2.FetchedImage:
     return downloader_pb2.FetchedImage(
         url=url, status=outcome.status, reason=outcome.reason or "", error_message=outcome.error_message or "",
@@ -109,12 +128,13 @@ def _fetched(url: str, outcome: SampleOutcome) -> downloader_pb2.FetchedImage:
         original_height=outcome.original_height or 0, sha256=outcome.sha256 or "")
 
 
-def downloader_bindings(stage: DownloadStage, *, input_topic: str, output_uri: str, samples_per_shard: int):
+def downloader_bindings(stage: DownloadStage, *, input_topic: str, output_uri: str, samples_per_shard: int,
+                        policy: AccessPolicy | None = None):
     """The gRPC services the downloader hosts, given the bus the service opened."""
 
     def bind(bus: Bus) -> list[ServiceBinding]:
         servicer = DownloaderServicer(stage, bus, input_topic=input_topic, output_uri=output_uri,
-                                      samples_per_shard=samples_per_shard)
+                                      samples_per_shard=samples_per_shard, policy=policy)
         return [ServiceBinding(downloader_pb2_grpc.add_DownloaderServicer_to_server, servicer, SERVICE_NAME)]
 
     return bind

@@ -37,6 +37,9 @@ class DownloaderSettings(ServiceSettings):
     allow_networks: tuple[str, ...] = Field((), description="CIDRs exempt from the private-address guard")
     verify_hash: bool = True
 
+    def job_storage_roots(self) -> tuple[str, ...]:
+        return (self.output_uri,)
+
     def download_options(self) -> DownloadOptions:
         return DownloadOptions(
             fetch=FetchOptions(timeout=self.timeout, total_timeout=self.total_timeout, retries=self.retries,

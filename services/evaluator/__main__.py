@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from services.evaluator.service import EvaluatorStage, bindings
 from shared.config import ServiceSettings
 from shared.service.runner import serve_forever
@@ -16,11 +18,16 @@ class EvaluatorSettings(ServiceSettings):
     tasks: list[str] | None = None
     device: str | None = None
     batch_size: int = 64
+    train_output_dir: str = Field("runs/training", description="the trainer's runs: what requests and messages "
+                                                               "may evaluate when no roots are set")
+
+    def job_storage_roots(self) -> tuple[str, ...]:
+        return (self.train_output_dir,)
 
 
 def build(settings: EvaluatorSettings):
     stage = EvaluatorStage(settings.eval_data_dir, settings.tasks, settings.device, settings.batch_size)
-    return stage, bindings(stage)
+    return stage, bindings(stage, settings.access_policy())
 
 
 def main() -> None:

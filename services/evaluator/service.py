@@ -18,9 +18,11 @@ from rich.console import Console
 
 from services.evaluator.cli import SUMMARY_FILE, run_evaluation
 from shared import storage
+from shared.access import AccessPolicy, check_identifier
 from shared.messages import ShardRef, make_ref
 from shared.proto import training_pb2, training_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
+from shared.service.refusals import refusals_as_status
 from shared.stage import Stage
 
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name
@@ -28,6 +30,8 @@ SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name
 
 class EvaluatorStage(Stage):
     name = "evaluator"
+    message_uri_access = "write"  # the results go beside the run a message names
+    writes_job_root = False
 
     def __init__(self, data_dir: str, tasks: list[str] | None = None, device: str | None = None,
                  batch_size: int = 64) -> None:
@@ -72,16 +76,22 @@ def summary_message(summary: dict) -> training_pb2.EvaluationResults:
 
 
 class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
-    def __init__(self, stage: EvaluatorStage) -> None:
+    def __init__(self, stage: EvaluatorStage, policy: AccessPolicy) -> None:
         self.stage = stage
+        self.policy = policy  # every path in a request goes through it (shared.access)
 
     def Evaluate(self, request, context):
         if not request.train_output_dir and not request.checkpoint:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "train_output_dir or checkpoint is required")
+        with refusals_as_status(context):
+            checkpoint = self.policy.read(request.checkpoint, "checkpoint") if request.checkpoint else None
+            # an architecture name: open_clip would also take 'hf-hub:' or 'local-dir:' locations
+            model = check_identifier(request.model, "model") if request.model else None
+            # the results are written into the run's folder
+            run_dir = self.policy.write(request.train_output_dir or str(Path(checkpoint).parent), "train_output_dir")
         try:
-            run_dir = request.train_output_dir or str(Path(request.checkpoint).parent)
-            results = self.stage.evaluate(run_dir, model=request.model or None,
-                                          checkpoint=request.checkpoint or None, tasks=list(request.tasks) or None)
+            results = self.stage.evaluate(run_dir, model=model,
+                                          checkpoint=checkpoint, tasks=list(request.tasks) or None)
         except FileNotFoundError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except ValueError as exc:
@@ -90,12 +100,15 @@ class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
 
 
     def GetResults(self, request, context):
-        path = Path(request.train_output_dir) / SUMMARY_FILE
-        if not request.train_output_dir or not path.is_file():
+        if not request.train_output_dir:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "train_output_dir is required")
+        with refusals_as_status(context):
+            path = Path(self.policy.read(request.train_output_dir, "train_output_dir")) / SUMMARY_FILE
+        if not path.is_file():
             context.abort(grpc.StatusCode.NOT_FOUND, f"no results at {path}: evaluate the run first")
         return summary_message(json.loads(path.read_text()))
 
 
-def bindings(stage: EvaluatorStage):
-    return lambda bus: [ServiceBinding(training_pb2_grpc.add_EvaluatorServicer_to_server, EvaluatorServicer(stage),
-                                       SERVICE_NAME)]
+def bindings(stage: EvaluatorStage, policy: AccessPolicy):
+    return lambda bus: [ServiceBinding(training_pb2_grpc.add_EvaluatorServicer_to_server,
+                                       EvaluatorServicer(stage, policy), SERVICE_NAME)]

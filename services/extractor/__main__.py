@@ -27,13 +27,17 @@ class ExtractorSettings(ServiceSettings):
     max_caption_chars: int = Field(CaptionRules.max_chars, description="longer alt text is dropped (characters)")
     dedup_across_files: bool = Field(True, description="drop pairs another file of the same job already kept")
 
+    def job_storage_roots(self) -> tuple[str, ...]:
+        return (self.output_uri,)
+
     def extract_options(self) -> ExtractOptions:
         return ExtractOptions(min_caption_chars=self.min_caption_chars, max_caption_chars=self.max_caption_chars)
 
 
 def build(settings: ExtractorSettings):
     stage = ExtractStage(settings.extract_options(), dedup_across_files=settings.dedup_across_files)
-    return stage, extractor_bindings(stage, input_topic=settings.input_topic, output_uri=settings.output_uri)
+    return stage, extractor_bindings(stage, input_topic=settings.input_topic, output_uri=settings.output_uri,
+                                     policy=settings.access_policy())
 
 
 def main() -> None:

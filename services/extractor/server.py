@@ -15,10 +15,12 @@ from services.extractor.reader import CrawlFileMissing, CrawlReadError
 from services.extractor.segments import COMMON_CRAWL_PREFIX, check_crawl_file, read_segment_list
 from services.extractor.stage import ExtractStage
 from shared import storage
+from shared.access import AccessPolicy, check_identifier
 from shared.bus.base import Bus
 from shared.jobs import job_stages, stage_totals
 from shared.proto import downloader_pb2, extractor_pb2, extractor_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
+from shared.service.refusals import refusals_as_status
 
 log = structlog.get_logger(__name__)
 
@@ -35,8 +37,11 @@ def stats_message(stats: FileStats) -> extractor_pb2.CrawlFileStats:
 
 
 class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
-    def __init__(self, stage: ExtractStage, bus: Bus, *, input_topic: str, output_uri: str) -> None:
+    def __init__(self, stage: ExtractStage, bus: Bus, *, input_topic: str, output_uri: str,
+                 policy: AccessPolicy | None = None) -> None:
         self.stage = stage
+        # every path in a request goes through this (shared.access); by default only the job storage
+        self.policy = policy or AccessPolicy(read_roots=(output_uri,), write_roots=(output_uri,))
         self.bus = bus
         self.input_topic = input_topic
         self.output_uri = output_uri
@@ -57,16 +62,19 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if not 0 <= request.max_pairs <= MAX_PAIRS:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"max_pairs must be between 0 and {MAX_PAIRS}")
         options = self._options(request, context)
+        with refusals_as_status(context):
+            uri = self.policy.read(request.uri, "uri")
+            output_uri = self.policy.write(request.output_uri, "output_uri") if request.output_uri else ""
         try:
-            extraction = extract_file(check_crawl_file(request.uri), options)
+            extraction = extract_file(check_crawl_file(uri), options)
         except CrawlFileMissing as exc:  # before ValueError: it is one
             context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except CrawlReadError as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        if request.output_uri:
-            storage.write_bytes(request.output_uri, pool_parquet(extraction.rows))
+        if output_uri:
+            storage.write_bytes(output_uri, pool_parquet(extraction.rows))
         limit = request.max_pairs or DEFAULT_PAIRS
         pairs = [extractor_pb2.ExtractedPair(uid=r.uid, url=r.url, text=r.text, page_url=r.page_url,
                                              source_file=r.source_file) for r in extraction.rows[:limit]]
@@ -78,23 +86,29 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         if request.max_files < 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "max_files must not be negative")
         options = self._options(request, context)
-        job_id = request.job_id
-        if not request.output_uri and not job_id:
+        with refusals_as_status(context):
+            job_id = check_identifier(request.job_id, "job_id") if request.job_id else ""
+            output_uri = self.policy.write(request.output_uri, "output_uri") if request.output_uri else ""
+            paths_uri = self.policy.read(request.paths_uri, "paths_uri") if request.paths_uri else ""
+            named = self.policy.read_all(request.files, "files")
+        if not output_uri and not job_id:
             job_id = uuid.uuid4().hex[:16]
-        job_root = request.output_uri or storage.join(self.output_uri, job_id)
+        job_root = output_uri or storage.join(self.output_uri, job_id)
         dedup = request.dedup_across_files if request.HasField("dedup_across_files") else self.stage.dedup_across_files
         try:
             files = []
-            if request.paths_uri:
-                files += read_segment_list(request.paths_uri, request.paths_prefix or COMMON_CRAWL_PREFIX)
-            files += [check_crawl_file(uri) for uri in request.files]
+            if paths_uri:
+                listed = read_segment_list(paths_uri, request.paths_prefix or COMMON_CRAWL_PREFIX)
+                with refusals_as_status(context):  # every listed file, before any is fetched
+                    files += self.policy.read_all(listed, "a file of paths_uri")
+            files += [check_crawl_file(uri) for uri in named]
             files = list(dict.fromkeys(files))
             if request.max_files:
                 files = files[:request.max_files]
             if not files and not CrawlJob.exists(job_root):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "paths_uri or files is required")
             job = prepare_crawl_job(files, job_root, job_id=job_id, options=options,
-                                    dedup_across_files=dedup, source=request.paths_uri)
+                                    dedup_across_files=dedup, source=paths_uri)
         except FileNotFoundError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, f"segment list not found: {exc}")
         except ClaimStoreUnsupported as exc:
@@ -106,9 +120,11 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         return extractor_pb2.SubmitCrawlResponse(job_id=job.job_id, job_root=job.job_root, file_count=len(job.files))
 
     def GetJob(self, request, context):
-        job_root = request.job_root or (storage.join(self.output_uri, request.job_id) if request.job_id else "")
-        if not job_root:
+        if not request.job_root and not request.job_id:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id or job_root is required")
+        with refusals_as_status(context):
+            job_root = (self.policy.read(request.job_root, "job_root") if request.job_root
+                        else storage.join(self.output_uri, check_identifier(request.job_id, "job_id")))
         if not CrawlJob.exists(job_root):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no crawl job at {job_root}")
         job = CrawlJob.load(job_root)
@@ -121,11 +137,11 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
                                                  kept=s.kept, reasons=dict(s.reasons)) for s in stages])
 
 
-def extractor_bindings(stage: ExtractStage, *, input_topic: str, output_uri: str):
+def extractor_bindings(stage: ExtractStage, *, input_topic: str, output_uri: str, policy: AccessPolicy | None = None):
     """The gRPC services the extractor hosts, given the bus the service opened."""
 
     def bind(bus: Bus) -> list[ServiceBinding]:
-        servicer = ExtractorServicer(stage, bus, input_topic=input_topic, output_uri=output_uri)
+        servicer = ExtractorServicer(stage, bus, input_topic=input_topic, output_uri=output_uri, policy=policy)
         return [ServiceBinding(extractor_pb2_grpc.add_ExtractorServicer_to_server, servicer, SERVICE_NAME)]
 
     return bind

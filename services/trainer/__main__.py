@@ -24,11 +24,17 @@ class TrainerSettings(ServiceSettings):
     # networks a pool source's images may be fetched from despite the private-address guard (CIDRs)
     allow_networks: tuple[str, ...] = Field((), description="CIDRs exempt from the downloader's address guard")
 
+    def job_storage_roots(self) -> tuple[str, ...]:
+        return (self.train_output_dir,)
+
+    def default_read_roots(self) -> tuple[str, ...]:
+        return (self.train_output_dir, "runs")  # its runs, and the pipeline's subsets
+
 
 def build(settings: TrainerSettings):
     stage = TrainerStage(settings.scale, settings.train_output_dir, settings.num_checkpoints, settings.workers,
                          settings.device, allow_networks=tuple(settings.allow_networks))
-    return stage, bindings(stage)
+    return stage, bindings(stage, settings.access_policy())
 
 
 def main() -> None:

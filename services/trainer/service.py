@@ -31,9 +31,11 @@ import structlog
 from services.trainer.scales import load_scale
 from services.trainer.sources import check_sources
 from services.trainer.train import latest_checkpoint, plan_run, read_loss_history
+from shared.access import AccessPolicy, check_identifier
 from shared.messages import ShardRef, make_ref
 from shared.proto import training_pb2, training_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
+from shared.service.refusals import refusals_as_status
 from shared.stage import Stage
 
 log = structlog.get_logger(__name__)
@@ -138,6 +140,7 @@ class TrainerStage(Stage):
     """Runs one training at a time; the bus and the gRPC API share its run table."""
 
     name = "trainer"
+    writes_job_root = False  # it writes only under its own output folder
 
     def __init__(self, scale: str, output_dir: str, num_checkpoints: int = 5, workers: int = 2,
                  device: str | None = None, allow_networks: tuple[str, ...] = ()) -> None:
@@ -198,13 +201,21 @@ class TrainerStage(Stage):
 
 
 class TrainerServicer(training_pb2_grpc.TrainerServicer):
-    def __init__(self, stage: TrainerStage) -> None:
+    def __init__(self, stage: TrainerStage, policy: AccessPolicy | None = None) -> None:
         self.stage = stage
+        # every path in a request goes through this (shared.access): no 'pipe:' unless the operator allows it
+        self.policy = policy or AccessPolicy(read_roots=(stage.output_dir,), write_roots=(stage.output_dir,))
 
     def StartRun(self, request, context):
+        with refusals_as_status(context):
+            data_dirs = self.policy.read_all(request.data_dirs, "data_dirs")
+            exp_name = check_identifier(request.exp_name, "exp_name") if request.exp_name else ""
+            output_dir = self.policy.write(request.output_dir, "output_dir") if request.output_dir else ""
+            # a named scale, or a scale file (read like any other path)
+            scale = self.policy.read(request.scale, "scale") if request.scale.endswith(".json") else request.scale
         try:
-            run = self.stage.new_run(list(request.data_dirs), scale=request.scale or None, exp_name=request.exp_name,
-                                     output_dir=request.output_dir, data_weights=list(request.data_weights),
+            run = self.stage.new_run(data_dirs, scale=scale or None, exp_name=exp_name,
+                                     output_dir=output_dir, data_weights=list(request.data_weights),
                                      num_checkpoints=request.num_checkpoints, seed=request.seed)
         except (ValueError, FileNotFoundError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -229,6 +240,6 @@ class TrainerServicer(training_pb2_grpc.TrainerServicer):
         return run.state()
 
 
-def bindings(stage: TrainerStage):
-    return lambda bus: [ServiceBinding(training_pb2_grpc.add_TrainerServicer_to_server, TrainerServicer(stage),
-                                       SERVICE_NAME)]
+def bindings(stage: TrainerStage, policy: AccessPolicy | None = None):
+    return lambda bus: [ServiceBinding(training_pb2_grpc.add_TrainerServicer_to_server,
+                                       TrainerServicer(stage, policy), SERVICE_NAME)]

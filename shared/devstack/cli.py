@@ -150,13 +150,39 @@ def down_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _upload_pool(pool: Path, state: dict) -> str:
+    """Copy a local pool to the stack's pools folder, the only place its downloader reads pools from."""
+    import fsspec
+
+    from shared.devstack.stack import DEV_ACCESS_KEY, DEV_SECRET_KEY
+    from shared.topology import pools_root
+
+    if not pool.exists():
+        raise FileNotFoundError(f"no pool at {pool}")
+    target = f"{pools_root(state['job_root'])}/{pool.name}"
+    options = {}
+    if target.startswith("s3://"):
+        options = {"endpoint_url": state["s3_endpoint"],
+                   "key": os.environ.get("AWS_ACCESS_KEY_ID", DEV_ACCESS_KEY),
+                   "secret": os.environ.get("AWS_SECRET_ACCESS_KEY", DEV_SECRET_KEY)}
+    fs, path = fsspec.core.url_to_fs(target, **options)
+    if not options:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fs.put(str(pool), path, recursive=pool.is_dir())
+    return target
+
+
 def submit_command(args: argparse.Namespace) -> int:
     import grpc
 
     from shared.proto import downloader_pb2, downloader_pb2_grpc
 
-    address = args.downloader or _running_state(args.state_dir)["services"]["downloader"][0]["grpc"]
-    pool = args.pool if "://" in args.pool else str(Path(args.pool).resolve())
+    if args.downloader:
+        address, pool = args.downloader, args.pool if "://" in args.pool else str(Path(args.pool).resolve())
+    else:
+        state = _running_state(args.state_dir)
+        address = state["services"]["downloader"][0]["grpc"]
+        pool = args.pool if "://" in args.pool else _upload_pool(Path(args.pool), state)
     console = Console()
     token = os.environ.get("WINNOW_GRPC_TOKEN", "")
     metadata = [("authorization", f"Bearer {token}")] if token else None
@@ -209,7 +235,8 @@ def add_parser(subparsers) -> None:
     scale.set_defaults(func=scale_command)
 
     submit = state_dir(subparsers.add_parser("submit", help="submit a pool to a running downloader"))
-    submit.add_argument("pool", help="pool file or folder the downloader can read (a local path or s3://...)")
+    submit.add_argument("pool", help="pool file or folder: a local one is first copied to the stack's pools folder "
+                                     "(the downloader reads pools only there); or an s3:// URI it may read")
     submit.add_argument("--downloader", default="", help="host:port of the downloader (default: the running stack's)")
     submit.add_argument("--samples_per_shard", type=int, default=10_000)
     submit.add_argument("--max_samples", type=int, default=0)

@@ -186,8 +186,8 @@ class Stack:
         if svc.name == "filter" and self.options.clip_models:
             env["WINNOW_ARCH"] = self.options.clip_models[0].partition("=")[0]
         for key, value in list(env.items()):
-            if value.startswith(STATE_ROOT):  # a volume in a container; a folder here
-                env[key] = str(self.options.state_dir / "data" / value[len(STATE_ROOT):].lstrip("/"))
+            if STATE_ROOT in value:  # a volume in a container; a folder here (also inside the roots' lists)
+                env[key] = value.replace(STATE_ROOT, str(self.options.state_dir / "data"))
         env.update(self.options.extra_env.get(svc.name, {}))
         return {**os.environ, **self._credentials, **env}
 

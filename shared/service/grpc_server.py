@@ -24,12 +24,15 @@ class ServiceBinding:
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
-    """Rejects calls without ``authorization: Bearer <token>``; health checks stay open for probes."""
+    """Rejects calls without ``authorization: Bearer <token>``; health checks stay open for probes.
 
-    _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+    Reflection (the API's schema) needs the token too unless ``open_reflection``: it tells an
+    unauthenticated caller nothing it could use, but nothing it needs either.
+    """
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, open_reflection: bool = False) -> None:
         self._expected = f"Bearer {token}".encode()
+        self._open = ("/grpc.health.v1.Health/",) + (("/grpc.reflection.",) if open_reflection else ())
 
         def deny(request, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
@@ -37,7 +40,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         self._deny = grpc.unary_unary_rpc_method_handler(deny)
 
     def intercept_service(self, continuation, handler_call_details):
-        if handler_call_details.method.startswith(self._OPEN):
+        if handler_call_details.method.startswith(self._open):
             return continuation(handler_call_details)
         metadata = dict(handler_call_details.invocation_metadata or ())
         given = str(metadata.get("authorization", "")).encode()
@@ -56,6 +59,7 @@ def create_server(
     tls_key: bytes | None = None,
     max_message_bytes: int = 64 * 1024 * 1024,
     max_workers: int = 16,
+    open_reflection: bool = False,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build (not start) a server bound to ``address``; port 0 picks a free port.
 
@@ -63,7 +67,7 @@ def create_server(
     NOT_SERVING: call ``set_serving(health_servicer, names)`` once the stage is set up.
     """
     services = list(services)
-    interceptors = [BearerTokenInterceptor(token)] if token else []
+    interceptors = [BearerTokenInterceptor(token, open_reflection=open_reflection)] if token else []
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,

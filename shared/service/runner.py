@@ -44,17 +44,25 @@ class StageService:
         tls_key = Path(settings.grpc_tls_key).read_bytes() if settings.grpc_tls_key else None
         self.server, self.port, self.health = create_server(
             settings.grpc_address, self.bindings, token=settings.grpc_token, tls_cert=tls_cert, tls_key=tls_key,
-            max_message_bytes=settings.grpc_max_message_bytes)
+            max_message_bytes=settings.grpc_max_message_bytes, open_reflection=settings.grpc_open_reflection)
         self.worker = ShardWorker(
             self.bus, stage.process, stage=stage.name, input_topic=settings.input_topic,
             output_topic=settings.output_topic, group_id=settings.group_id,
             max_attempts=settings.max_attempts, retry_backoff_s=settings.retry_backoff_s,
             dependency_wait_s=settings.dependency_wait_s, on_consuming=self._consuming_changed,
+            admit=self._admission(stage, settings),
         ) if settings.input_topic else None
         self._worker_thread: threading.Thread | None = None
         self._metrics_server = None
         self._stopped = threading.Event()
         self._first_consuming = threading.Event()
+
+    @staticmethod
+    def _admission(stage: Stage, settings: ServiceSettings) -> Callable:
+        """The check every bus message passes before the stage sees it: the same roots as the gRPC API."""
+        policy = settings.access_policy()
+        return lambda ref: policy.admit(ref, uri_access=stage.message_uri_access,
+                                        writes_job_root=stage.writes_job_root)
 
     def start(self) -> None:
         self.server.start()

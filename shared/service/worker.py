@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 import structlog
 
+from shared.access import AccessDenied, InvalidReference
 from shared.bus.base import Bus, BusUnavailable, Consumer, Message
 from shared.messages import DeadLetter, PoisonMessage, ShardRef, decode_ref, encode_ref, message_key
 from shared.outages import is_outage
@@ -54,6 +55,7 @@ class ShardWorker:
         retry_backoff_s: float = 2.0,
         dependency_wait_s: float = 900.0,
         on_consuming: Callable[[bool], None] | None = None,
+        admit: Callable[[ShardRef], None] | None = None,
     ) -> None:
         self.bus = bus
         self.handle = handle
@@ -67,6 +69,8 @@ class ShardWorker:
         self.dependency_wait_s = dependency_wait_s
         self.on_consuming = on_consuming or (lambda consuming: None)
         self.consuming = False
+        # checks a message's paths before the stage touches them (shared.access); None = trust them
+        self.admit = admit
         self.stop_event = threading.Event()
         self.processed = 0
         self._consumer: Consumer | None = None
@@ -152,6 +156,14 @@ class ShardWorker:
             SHARDS.labels(self.stage, "poison").inc()
             return
         bound = log.bind(stage=self.stage, job_id=ref.job_id, shard_id=ref.shard_id, attempt=ref.attempt)
+        if self.admit is not None:
+            try:
+                self.admit(ref)
+            except (AccessDenied, InvalidReference) as exc:  # nothing was read: no retry can help
+                bound.error("message_refused", error=str(exc), error_type=type(exc).__name__)
+                self._dead_letter(message, ref, exc)
+                SHARDS.labels(self.stage, "refused").inc()
+                return
         started = time.monotonic()
         try:
             result = self._handle_waiting_out_outages(ref, bound)

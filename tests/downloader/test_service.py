@@ -27,12 +27,12 @@ def metrics_port() -> int:
 @pytest.fixture
 def service(tmp_path, metrics_port):
     settings = DownloaderSettings(grpc_address="127.0.0.1:0", metrics_port=metrics_port, output_uri=str(tmp_path / "jobs"),
-                                  allow_networks=("127.0.0.0/8",), timeout=2, retries=0, thread_count=4,
+                                  allow_networks=("127.0.0.0/8",), read_roots=(str(tmp_path),), timeout=2, retries=0, thread_count=4,
                                   samples_per_shard=4, consumer_group="downloader-api-test")
     stage = DownloadStage(settings.download_options())
     running = StageService(stage, settings, downloader_bindings(
         stage, input_topic=settings.input_topic, output_uri=settings.output_uri,
-        samples_per_shard=settings.samples_per_shard), bus=InProcessBus())
+        samples_per_shard=settings.samples_per_shard, policy=settings.access_policy()), bus=InProcessBus())
     running.start()
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         yield downloader_pb2_grpc.DownloaderStub(channel), running
@@ -109,3 +109,17 @@ def test_the_service_reports_serving_only_once_set_up(service):
     with grpc.insecure_channel(f"127.0.0.1:{running.port}") as channel:
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME)).status
     assert status == health_pb2.HealthCheckResponse.SERVING
+
+
+@pytest.mark.parametrize("content", [
+    "root:x:0:0:MARKER-7f3a:/root:/bin/bash\ndaemon:x:1:1:MARKER-7f3a:/usr/sbin\n",  # no url column: its header is a line
+    "url,text\nhttp://a/1.jpg,fine\nhttp://a/2.jpg,too,many MARKER-7f3a\n",  # the parser quotes the bad row
+])
+def test_a_pool_the_parser_refuses_is_reported_without_its_content(service, tmp_path, content):
+    stub, _ = service
+    pool = tmp_path / "pool.csv"
+    pool.write_text(content)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.SubmitPool(downloader_pb2.SubmitPoolRequest(pool_uri=str(pool), input_format="csv"))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "MARKER-7f3a" not in refused.value.details() and str(pool) in refused.value.details()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -39,6 +40,7 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
            "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{port}",
            "WINNOW_METRICS_PORT": "0",
            "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"),
+           "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)]),  # the pool lies beside the jobs
            "WINNOW_ALLOW_NETWORKS": '["127.0.0.0/8"]',
            "WINNOW_THREAD_COUNT": "2",
            "WINNOW_SAMPLES_PER_SHARD": "8",

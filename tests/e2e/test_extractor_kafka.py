@@ -3,6 +3,7 @@ the extractor process turns each into a pool shard, the downloader process fetch
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -50,7 +51,8 @@ def test_crawl_files_become_downloaded_shards_through_both_services(kafka_bootst
     files, expected = crawl_files(web, tmp_path)
     crawl_topic, pool_topic = f"winnow.crawl.{unique}", f"winnow.shards.pool.{unique}"
     common = {**os.environ, "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "WINNOW_METRICS_PORT": "0",
-              "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"), "WINNOW_TOPIC_PARTITIONS": "4", "WINNOW_LOG_JSON": "true"}
+              "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"), "WINNOW_TOPIC_PARTITIONS": "4", "WINNOW_LOG_JSON": "true",
+              "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)])}  # the crawl files lie beside the jobs
     extractor_port, downloader_port = free_port(), free_port()
     extractor = ServiceProcess("services.extractor", {
         **common, "WINNOW_INPUT_TOPIC": crawl_topic, "WINNOW_OUTPUT_TOPIC": pool_topic,

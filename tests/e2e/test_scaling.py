@@ -10,6 +10,7 @@ a second replica should nearly double the rate even on this 2-core machine.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -88,8 +89,12 @@ def test_a_second_replica_shares_the_partitions_and_a_killed_one_loses_nothing(k
         _wait(lambda: _assignment(stack) == {"downloader-0": list(range(TOPIC_PARTITIONS))}, 60,
               "the first replica to join its group")
         with grpc.insecure_channel(stack.replicas["downloader"][0].grpc_address) as channel:
+            # a pool goes where the stack's downloader may read pools (WINNOW_READ_ROOTS), as `winnow submit` puts it
+            submitted = tmp_path / "stack" / "pools" / pool_path.name
+            submitted.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(pool_path, submitted)
             job = downloader_pb2_grpc.DownloaderStub(channel).SubmitPool(downloader_pb2.SubmitPoolRequest(
-                pool_uri=str(pool_path), samples_per_shard=SAMPLES_PER_SHARD), timeout=60)
+                pool_uri=str(submitted), samples_per_shard=SAMPLES_PER_SHARD), timeout=60)
         assert job.shard_count == SHARDS
         shards_dir = Path(job.job_root) / "downloader"
 

@@ -41,12 +41,13 @@ def test_a_subset_becomes_a_checkpoint_and_then_results(kafka_bootstrap, tmp_pat
         **base, "WINNOW_INPUT_TOPIC": topic("reshard"), "WINNOW_OUTPUT_TOPIC": topic("trainer"),
         "WINNOW_CONSUMER_GROUP": f"trainer-{unique}", "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{trainer_port}",
         "WINNOW_SCALE": str(scale), "WINNOW_TRAIN_OUTPUT_DIR": str(tmp_path / "runs"),
-        "WINNOW_NUM_CHECKPOINTS": "2", "WINNOW_WORKERS": "1", "WINNOW_DEVICE": "cpu"},
+        "WINNOW_NUM_CHECKPOINTS": "2", "WINNOW_WORKERS": "1", "WINNOW_DEVICE": "cpu",
+        "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)])},  # the subset lies beside the runs
         tmp_path / "trainer.log", trainer_port).start()
     evaluator = ServiceProcess("services.evaluator", {
         **base, "WINNOW_INPUT_TOPIC": topic("trainer"), "WINNOW_OUTPUT_TOPIC": topic("evaluator"),
         "WINNOW_CONSUMER_GROUP": f"evaluator-{unique}", "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{evaluator_port}",
-        "WINNOW_EVAL_DATA_DIR": str(eval_data), "WINNOW_DEVICE": "cpu"},
+        "WINNOW_EVAL_DATA_DIR": str(eval_data), "WINNOW_DEVICE": "cpu", "WINNOW_TRAIN_OUTPUT_DIR": str(tmp_path / "runs")},
         tmp_path / "evaluator.log", evaluator_port).start()
     try:
         trainer.wait_healthy()

@@ -40,8 +40,9 @@ def test_grpc_evaluate_and_the_bus_worker(eval_data, run_dir):
     stage = EvaluatorStage(eval_data, tasks=["local"], device="cpu")
     bus = InProcessBus()
     settings = ServiceSettings(service_name="evaluator", grpc_address="127.0.0.1:0", metrics_port=0,
-                               input_topic="trainer-out", output_topic="evaluator-out")
-    service = StageService(stage, settings, bindings(stage), bus=bus)
+                               input_topic="trainer-out", output_topic="evaluator-out",
+                               write_roots=(str(run_dir.parent),))
+    service = StageService(stage, settings, bindings(stage, settings.access_policy()), bus=bus)
     service.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{service.port}") as channel:

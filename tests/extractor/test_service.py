@@ -21,8 +21,10 @@ from tests.extractor.test_extract_files import WAT_GALLERY
 
 @pytest.fixture
 def service(tmp_path):
+    # the crawl files of these tests lie beside the jobs; memory:// is a store without the claim log
     settings = ExtractorSettings(grpc_address="127.0.0.1:0", metrics_port=0, output_uri=str(tmp_path / "jobs"),
-                                 consumer_group="extractor-api-test")
+                                 consumer_group="extractor-api-test", read_roots=(str(tmp_path),),
+                                 write_roots=(str(tmp_path), "memory://x"))
     bus = InProcessBus()
     stage, bindings = build(settings)
     running = StageService(stage, settings, bindings, bus=bus)
@@ -61,14 +63,16 @@ def test_extract_one_file_now_and_write_it_as_a_pool(service, tmp_path):
 
 @pytest.mark.parametrize(("request_fields", "code", "message"), [
     ({}, grpc.StatusCode.INVALID_ARGUMENT, "uri is required"),
-    ({"uri": "/nowhere/x.warc.gz"}, grpc.StatusCode.NOT_FOUND, "no crawl file"),
-    ({"uri": "/cc/x.warc.wet.gz"}, grpc.StatusCode.INVALID_ARGUMENT, "WET file"),
+    ({"uri": "{tmp}/nowhere/x.warc.gz"}, grpc.StatusCode.NOT_FOUND, "no crawl file"),
+    ({"uri": "{tmp}/cc/x.warc.wet.gz"}, grpc.StatusCode.INVALID_ARGUMENT, "WET file"),
     ({"uri": "/cc/x.warc.gz", "max_pairs": 10_001}, grpc.StatusCode.INVALID_ARGUMENT, "max_pairs"),
     ({"uri": "/cc/x.warc.gz", "min_caption_chars": 50, "max_caption_chars": 10},
      grpc.StatusCode.INVALID_ARGUMENT, "min_chars"),
 ])
-def test_bad_extract_requests_get_clear_errors(service, request_fields, code, message):
+def test_bad_extract_requests_get_clear_errors(service, tmp_path, request_fields, code, message):
     stub, _, _ = service
+    request_fields = {key: value.replace("{tmp}", str(tmp_path)) if isinstance(value, str) else value
+                      for key, value in request_fields.items()}
     with pytest.raises(grpc.RpcError) as error:
         stub.ExtractFile(extractor_pb2.ExtractFileRequest(**request_fields))
     assert error.value.code() == code
@@ -107,13 +111,15 @@ def test_submit_a_segment_list_and_follow_the_job_to_its_pool_shards(service, tm
 
 @pytest.mark.parametrize(("request_fields", "code", "message"), [
     ({}, grpc.StatusCode.INVALID_ARGUMENT, "paths_uri or files is required"),
-    ({"paths_uri": "/nowhere/warc.paths.gz"}, grpc.StatusCode.NOT_FOUND, "segment list not found"),
-    ({"files": ["/cc/a.warc.wet.gz"]}, grpc.StatusCode.INVALID_ARGUMENT, "WET file"),
-    ({"files": ["/cc/a.warc.gz"], "output_uri": "memory://x/job"}, grpc.StatusCode.FAILED_PRECONDITION,
+    ({"paths_uri": "{tmp}/nowhere/warc.paths.gz"}, grpc.StatusCode.NOT_FOUND, "segment list not found"),
+    ({"files": ["{tmp}/cc/a.warc.wet.gz"]}, grpc.StatusCode.INVALID_ARGUMENT, "WET file"),
+    ({"files": ["{tmp}/cc/a.warc.gz"], "output_uri": "memory://x/job"}, grpc.StatusCode.FAILED_PRECONDITION,
      "local disk or S3"),
 ])
-def test_bad_submissions_get_clear_errors(service, request_fields, code, message):
+def test_bad_submissions_get_clear_errors(service, tmp_path, request_fields, code, message):
     stub, _, _ = service
+    request_fields = {key: value.replace("{tmp}", str(tmp_path)) if isinstance(value, str)
+                      else [v.replace("{tmp}", str(tmp_path)) for v in value] for key, value in request_fields.items()}
     with pytest.raises(grpc.RpcError) as error:
         stub.SubmitCrawl(extractor_pb2.SubmitCrawlRequest(**request_fields))
     assert error.value.code() == code

@@ -72,6 +72,28 @@ def test_a_bearer_token_is_required_when_configured(server_factory):
         assert health.Check(health_pb2.HealthCheckRequest()).status == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+def _list_services(channel, metadata=None) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                          metadata=metadata)
+    return {s.name for r in responses for s in r.list_services_response.service}
+
+
+def test_with_a_token_reflection_needs_it_unless_opened(server_factory):
+    closed, _ = server_factory(token="s3cret")
+    with grpc.insecure_channel(f"127.0.0.1:{closed}") as channel:
+        with pytest.raises(grpc.RpcError) as denied:
+            _list_services(channel)
+        assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert NAME in _list_services(channel, [("authorization", "Bearer s3cret")])
+    opened, _ = server_factory(token="s3cret", open_reflection=True)
+    with grpc.insecure_channel(f"127.0.0.1:{opened}") as channel:
+        assert NAME in _list_services(channel)
+        with pytest.raises(grpc.RpcError) as still_denied:  # the API itself still needs the token
+            downloader_pb2_grpc.DownloaderStub(channel).GetJob(downloader_pb2.GetJobRequest(job_id="j"))
+        assert still_denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def test_requests_over_the_size_limit_are_refused(server_factory):
     port, _ = server_factory(max_message_bytes=1024)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -170,3 +170,29 @@ def test_an_outage_longer_than_the_wait_budget_spends_attempts_as_before(bus, un
     client.close()
     letters = [DeadLetter.FromString(m.value) for m in _collect(bus, f"{source}.dlq", f"dlq-{unique}", 1)]
     assert [letter.error_type for letter in letters] == ["TritonUnavailable"]
+
+
+def test_a_message_outside_the_roots_is_dead_lettered_unread(bus, unique, tmp_path):
+    from shared.access import AccessPolicy
+
+    source = f"in-{unique}"
+    bus.ensure_topics([source])
+    inside = make_ref(job_id="job", shard_id=0, stage="pool", uri=str(tmp_path / "job" / "pool" / "00000000"),
+                      sample_count=1, job_root=str(tmp_path / "job"))
+    outside = make_ref(job_id="job", shard_id=1, stage="pool", uri="/etc/passwd", sample_count=1,
+                       job_root=str(tmp_path / "job"))
+    bad_id = make_ref(job_id="../../x", shard_id=2, stage="pool", uri=str(tmp_path / "job" / "pool" / "00000002"),
+                      sample_count=1, job_root=str(tmp_path / "job"))
+    for ref in (inside, outside, bad_id):
+        bus.send(source, str(ref.shard_id), encode_ref(ref))
+    policy = AccessPolicy(read_roots=(), write_roots=(str(tmp_path),))
+    handled = []
+    worker = ShardWorker(bus, lambda ref: handled.append(ref.shard_id), stage="s", input_topic=source,
+                         output_topic=None, group_id=f"g-{unique}", max_attempts=5, retry_backoff_s=0.05,
+                         admit=policy.admit)
+    _run_until(worker, lambda: worker.processed == 3)
+    assert handled == [0], "the stage never sees a refused message"
+    letters = {letter.ref.shard_id: letter for letter in
+               (DeadLetter.FromString(m.value) for m in _collect(bus, f"{source}.dlq", f"dlq-{unique}", 2))}
+    assert letters[1].error_type == "AccessDenied" and "WINNOW_READ_ROOTS" in letters[1].error
+    assert letters[2].error_type == "InvalidReference" and "job_id" in letters[2].error

@@ -31,6 +31,7 @@ from services.trainer.scales import load_scale
 from services.trainer.service import TrainerStage, bindings
 from services.trainer.sources import PoolOptions, Source, plan_sampling, resolve_source, resolve_sources, train_data
 from shared import storage
+from shared.access import AccessPolicy
 from shared.jobs import JobManifest
 from shared.proto import training_pb2, training_pb2_grpc
 from shared.service.grpc_server import create_server
@@ -393,9 +394,11 @@ def test_without_weights_the_loader_draws_in_proportion_to_size(three_sources):
 
 
 @pytest.fixture
-def trainer_api(tmp_path):
+def trainer_api(tmp_path, tmp_path_factory):
     stage = TrainerStage("tiny", str(tmp_path / "runs"), workers=0, device="cpu", allow_networks=LOOPBACK)
-    server, port, _ = create_server("127.0.0.1:0", bindings(stage)(None))
+    # the pools and shard folders of these tests lie beside the runs: the operator's read roots say so
+    policy = AccessPolicy(read_roots=(str(tmp_path_factory.getbasetemp()),), write_roots=(str(tmp_path / "runs"),))
+    server, port, _ = create_server("127.0.0.1:0", bindings(stage, policy)(None))
     server.start()
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield training_pb2_grpc.TrainerStub(channel), stage
