@@ -123,8 +123,9 @@ def test_services_over_kafka_and_triton_match_the_embedded_run(
     topic = lambda stage: f"winnow.shards.{stage}.{unique}"  # noqa: E731
     base = {**os.environ, "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "WINNOW_METRICS_PORT": "0",
             "WINNOW_TOPIC_PARTITIONS": "1", "WINNOW_TRITON_URL": triton_server.grpc_url, "WINNOW_LOG_JSON": "true",
-            # the job storage, and the pool beside it
-            "WINNOW_WRITE_ROOTS": json.dumps([str(tmp_path / "jobs")]), "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)])}
+            # the job storage, and the folder the pool was written to
+            "WINNOW_WRITE_ROOTS": json.dumps([str(tmp_path / "jobs")]),
+            "WINNOW_READ_ROOTS": json.dumps([str(planted["pool"].parent)])}
     chain = [("services.downloader", "pool", "downloader", {
                   "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"), "WINNOW_ALLOW_NETWORKS": '["127.0.0.0/8"]',
                   "WINNOW_SAMPLES_PER_SHARD": "50", "WINNOW_RETRIES": "0", "WINNOW_TRITON_URL": ""}),
