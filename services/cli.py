@@ -52,8 +52,9 @@ def _add_run_parser(subparsers) -> None:
     pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")
     pipeline.add_argument("--clip_model", action="append", default=[], metavar="KEY=ARCH[:CHECKPOINT]",
                           help="a CLIP model for embed, e.g. b32=ViT-B-32:openai or tiny=winnow-tiny-ViT:ckpt.pt")
-    pipeline.add_argument("--filter", default="basic_filter", choices=["none", *BASELINES],
-                          help="DataComp baseline applied to the whole pool at the end, then resharded")
+    pipeline.add_argument("--filter", default="basic_filter", metavar="NAME",
+                          help=f"DataComp baseline applied to the whole pool at the end, then resharded: none, "
+                               f"{', '.join(BASELINES)}, or module:function for a filter of your own")
     pipeline.add_argument("--threshold", type=float, default=None, help="clip_score baselines: score threshold")
     pipeline.add_argument("--fraction", type=float, default=None, help="clip_score baselines: top fraction kept")
     pipeline.add_argument("--arch", default=None, help="clip_score baselines: which model key's score (b32, l14)")
@@ -71,6 +72,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if bool(args.pool) == bool(args.example):
         raise SystemExit("winnow run: give a POOL or --example (not both)")
+    if args.filter != "none" and args.filter not in BASELINES and ":" not in args.filter:
+        raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {args.filter!r}")
     console = Console()
     with example_pool(args) as pool:
         manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
@@ -88,11 +91,24 @@ def run_command(args: argparse.Namespace) -> int:
         resharded = filter_job(args, manifest, stages[-1].name)
         console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
                       f"-> {resharded.uri}")
+        print_filter_criteria(console, manifest.job_root)
         if args.train_scale:
             train_and_evaluate(args, manifest, resharded.uri, console)
     for letter in result.dead_letters:
         console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
     return 1 if result.dead_letters else 0
+
+
+def print_filter_criteria(console: Console, job_root: str) -> None:
+    """What each of the filter's criteria removed, from the summary written beside its subset."""
+    from services.filter.cli import print_criteria
+    from services.filter.stage import filter_summary
+
+    summary = filter_summary(job_root)
+    if summary and summary.get("removed_by"):
+        print_criteria(console, argparse.Namespace(name=summary["filter"], removed_by=summary["removed_by"],
+                                                   rules=summary.get("rules", {}), kept=summary["kept"],
+                                                   candidates=summary["candidates"]))
 
 
 def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, console: Console) -> None:

@@ -68,4 +68,13 @@ class FilterStage(Stage):
                                           shuffle_buffer=self.options.shuffle_buffer,
                                           blur_faces=self.options.blur_faces, overwrite=True))
         return {"filter": self.options.filter.name, "subset": subset_path, "kept": int(len(filtered.uids)),
-                **{k: v for k, v in asdict(resharded).items()}}
+                "candidates": filtered.candidates, "threshold": filtered.threshold, "removed_by": filtered.removed_by,
+                "rules": filtered.rules, **{k: v for k, v in asdict(resharded).items()}}
+
+
+def filter_summary(job_root: str) -> dict | None:
+    """What the filter did to a job (``reshard/_done.json``), or None before it has run."""
+    marker = storage.join(job_root, FilterStage.output_name, DONE_MARKER)
+    if not storage.exists(marker):
+        return None
+    return json.loads(storage.read_text(marker))
