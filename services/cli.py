@@ -4,6 +4,7 @@
     winnow run --example --out DIR   the same on a built-in pool of real images
     winnow download ...              img2dataset's command line on winnow's downloader
     winnow redownload ...            fetch again only the samples that failed transiently
+    winnow report JOB --out FILE     a curation report of a job, as one offline HTML page
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.evaluator import cli as evaluator_cli
 from services.extractor import cli as extractor_cli
 from services.filter import cli as filter_cli
 from services.filter.apply import BASELINES
+from services.report import cli as report_cli
 from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
@@ -161,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup_cli.add_parser(subparsers)
     filter_cli.add_parser(subparsers)
     reshard_cli.add_parser(subparsers)
+    report_cli.add_parser(subparsers)
     models_cli.add_parser(subparsers)
     trainer_cli.add_parser(subparsers)
     evaluator_cli.add_parser(subparsers)

@@ -88,6 +88,11 @@ class SampleStage(Stage):
         """One verdict per sample, in order. ``shard`` is scratch state for this shard alone
         (a stage object may work on several shards at once)."""
 
+    def thresholds(self) -> dict[str, float]:
+        """Score column -> the threshold this stage drops at, recorded in each shard's stats (for
+        reports: where the cut fell)."""
+        return {}
+
     def sidecars(self, rows: list[dict[str, Any]], shard: dict[str, Any]) -> dict[str, bytes]:
         """Extra files for the finished shard (extension -> bytes); rows are the whole ledger."""
         return {}
@@ -107,7 +112,9 @@ class SampleStage(Stage):
                     self._flush(pending, writer, shard)
                     pending, kept_in_batch = [], 0
             self._flush(pending, writer, shard)
-            return writer.close(sidecars=self.sidecars(writer.rows, shard))
+            thresholds = self.thresholds()
+            return writer.close(sidecars=self.sidecars(writer.rows, shard),
+                                **({"thresholds": thresholds} if thresholds else {}))
         except BaseException:
             writer.abort()
             raise

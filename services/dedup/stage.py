@@ -5,7 +5,8 @@
 - ``exact_duplicate``: another sample with the same ``sha256`` was seen first;
 - ``near_duplicate``: an earlier kept image of the pool is near-identical.
 
-Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid).
+Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid),
+``duplicate_similarity`` (the cosine to the nearest earlier kept image; 0 when none was near).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ class DedupStage(SampleStage):
             self._registries[job_id] = PoolRegistry(path, self.descriptor.dim)
         return self._registries[job_id]
 
+    def thresholds(self) -> dict[str, float]:
+        found = {}
+        if self.descriptor is not None:
+            found["duplicate_similarity"] = (self.options.pool_threshold if self.options.pool_threshold is not None
+                                             else self.descriptor.threshold)
+        if self.eval_index is not None:
+            found["eval_similarity"] = self.eval_index.threshold
+        return found
+
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()
         ref = shard["ref"]
@@ -95,6 +105,7 @@ class DedupStage(SampleStage):
                     continue
             if self.options.near:
                 owner, best = registry.claim_image(descriptor, uid, threshold)
+                columns["duplicate_similarity"] = best
                 if owner != uid:
                     verdicts.append(Verdict(False, "near_duplicate", f"near-identical to {owner} (cosine {best:.3f})",
                                             {**columns, "duplicate_of": owner}))

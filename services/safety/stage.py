@@ -40,6 +40,9 @@ class SafetyStage(SampleStage):
             self.toxicity = self._make_toxicity()
             self.nsfw = self._make_nsfw()
 
+    def thresholds(self) -> dict[str, float]:
+        return {"toxicity_score": self.options.toxicity_threshold, "nsfw_score": self.options.nsfw_threshold}
+
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()
         toxicity = np.asarray(self.toxicity.score([s.text for s in samples]), np.float32)
