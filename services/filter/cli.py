@@ -72,10 +72,14 @@ def print_criteria(console: Console, result) -> None:
     """The candidates each criterion removed, in the order the filter applies them."""
     if not result.removed_by or result.kept == result.candidates:
         return
-    table = Table(title=f"{result.name}: removed by criterion (each among what the earlier ones left)")
-    table.add_column("criterion")
-    table.add_column("rule")
+    if result.rules:
+        table = Table(title=f"{result.name}: removed by criterion (each among what the earlier ones left)")
+        table.add_column("criterion")
+        table.add_column("passes when")
+    else:
+        table = Table(title=f"{result.name}: removed, by reason")
+        table.add_column("reason")
     table.add_column("removed", justify="right")
     for name, count in result.removed_by.items():
-        table.add_row(name, result.rules.get(name, ""), f"{count:,}")
+        table.add_row(name, *([result.rules.get(name, "")] if result.rules else []), f"{count:,}")
     console.print(table)

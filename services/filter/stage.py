@@ -59,7 +59,8 @@ class FilterStage(Stage):
                         shard_count=summary["output_shards"])
 
     def run_job(self, job_root: str, metadata_dir: str, output_dir: str) -> dict:
-        subset_path = storage.join(job_root, self.name, f"{self.options.filter.name}.npy")
+        # A filter of your own is named module:function; its files are named module.function.npy.
+        subset_path = storage.join(job_root, self.name, f"{self.options.filter.name.replace(':', '.')}.npy")
         storage.makedirs(storage.join(job_root, self.name))
         config = replace(self.options.filter, metadata_dir=metadata_dir, save_path=subset_path)
         filtered = apply_filter(config)

@@ -41,7 +41,7 @@ def criteria(facts: FilterFacts) -> go.Figure:
 def histogram(h: Histogram) -> go.Figure:
     centres = [(a + b) / 2 for a, b in zip(h.edges[:-1], h.edges[1:])]
     width = h.edges[1] - h.edges[0]
-    passed = "kept by the filter" if h.stage == "filter" else f"passed {h.stage or 'its stage'}"
+    passed = f"kept by {h.stage}" if h.stage.startswith("filter") else f"passed {h.stage or 'its stage'}"
     figure = go.Figure([
         go.Bar(x=centres, y=h.kept, width=width, name=passed, marker_color=KEPT_COLOUR),
         go.Bar(x=centres, y=h.dropped, width=width, name=f"dropped by {h.stage}" if h.stage else "dropped",

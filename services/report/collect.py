@@ -39,8 +39,8 @@ LEDGER_COLUMNS = ("uid", "key", "url", "text", "status", "reason", "error_messag
 SCORE_COLUMNS = {
     "toxicity_score": "caption toxicity",
     "nsfw_score": "image NSFW score",
-    "eval_similarity": "similarity to the nearest evaluation image",
-    "duplicate_similarity": "similarity to the nearest earlier kept image (near duplicates)",
+    "eval_similarity": "evaluation-set similarity",
+    "duplicate_similarity": "near-duplicate similarity",
 }
 # Per-sample download sizes and timings, when the downloader's ledger has them.
 DOWNLOAD_MEASURES = ("bytes", "download_bytes", "content_length", "download_seconds", "elapsed", "fetch_seconds")
@@ -244,13 +244,15 @@ def _histograms(ledger: pa.Table, stage_of: np.ndarray, job_root: str, stages: l
             cut = next((f for f in filters if f.threshold is not None and "clip_score" in f.name), None)
             stage, threshold = (FILTER_STAGE, float(cut.threshold)) if cut else ("", None)
         dropped = stage_of == stage if stage else np.zeros(len(values), dtype=bool)
+        candidates = np.isfinite(values) & ((stage_of == "kept") | (stage_of == FILTER_STAGE))
+        if cut is not None:  # kept and dropped by that subset, which need not be the job's filter
+            dropped = candidates & ~_members(uids_from_hex(ledger["uid"]), load_subset(cut.subset_uri))
         histogram = _histogram(values, dropped, column, title, stage, threshold)
         if histogram is None:
             continue
-        if cut is not None:
-            candidates = np.isfinite(values) & ((stage_of == "kept") | (stage_of == FILTER_STAGE))
-            if candidates.any():
-                histogram.share_kept = float((values[candidates] >= threshold).mean())
+        if cut is not None and candidates.any():
+            histogram.stage = f"{FILTER_STAGE} {cut.name}"
+            histogram.share_kept = float((values[candidates] >= threshold).mean())
         histograms.append(histogram)
     return histograms
 
