@@ -47,8 +47,11 @@ def _add_run_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=2, help="shards processed at once per stage")
     parser.add_argument("--no_progress", action="store_true")
     pipeline = parser.add_argument_group("pipeline")
-    pipeline.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=list(STAGE_NAMES),
-                          help="stages to run, in pipeline order (embed needs --clip_model)")
+    pipeline.add_argument("--stages", nargs="+", default=list(STAGE_NAMES), metavar="STAGE",
+                          help=f"stages to run, in order: {' '.join(STAGE_NAMES)} (embed needs --clip_model), and "
+                               "any installed stage plugin (entry-point group winnow.stages) where it should run")
+    pipeline.add_argument("--stage_option", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                          help="an option for a stage plugin, e.g. sharpness:min_sharpness=50")
     pipeline.add_argument("--model_preset", default="offline", help="offline (weights in packages) or production")
     pipeline.add_argument("--triton_url", default="", help="serve the models from this Triton (host:port)")
     pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")

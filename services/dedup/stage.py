@@ -34,6 +34,9 @@ class DedupOptions:
 
 class DedupStage(SampleStage):
     name = "dedup"
+    input_columns = ("uid", "sha256")
+    output_columns = ("eval_similarity", "eval_match", "duplicate_of", "duplicate_similarity")
+    drop_reasons = ("eval_duplicate", "exact_duplicate", "near_duplicate")
 
     def __init__(self, descriptor: Callable[[], NearDuplicateDescriptor], options: DedupOptions | None = None) -> None:
         self.options = options or DedupOptions()

@@ -232,12 +232,15 @@ def _histograms(ledger: pa.Table, stage_of: np.ndarray, job_root: str, stages: l
                 filters: list[FilterFacts]) -> list[Histogram]:
     thresholds = _thresholds(job_root, stages)
     columns = [c for c in SCORE_COLUMNS if c in ledger.column_names]
+    # a stage plugin's scores: whatever a stage recorded a threshold for
+    columns += [c for c in thresholds if c not in columns and c in ledger.column_names]
     columns += sorted(c for c in ledger.column_names if c.startswith("clip_") and c.endswith("_similarity_score"))
     histograms = []
     for column in columns:
         values = _float_column(ledger, column)
         stage, threshold = thresholds.get(column, ("", None))
-        title = SCORE_COLUMNS.get(column) or f"CLIP score ({column[len('clip_'):-len('_similarity_score')]})"
+        title = SCORE_COLUMNS.get(column) or (f"CLIP score ({column[len('clip_'):-len('_similarity_score')]})"
+                                              if column.startswith("clip_") else f"{stage}: {column}")
         cut = None
         if column.startswith("clip_"):
             # A CLIP-score subset's cut: the filter's threshold over its candidates.
@@ -330,7 +333,8 @@ def collect(job_root: str, *, per_reason: int = 24, max_shards: int = 16) -> Job
     primary = next((f for f in filters if f.primary), None)
     last = stages[-1]
     ledger = _read_ledgers(storage.join(job_root, last), list(LEDGER_COLUMNS) + [
-        *SCORE_COLUMNS, *[f"clip_{k}_similarity_score" for k in ("b32", "l14")], "face_bboxes"])
+        *SCORE_COLUMNS, *[f"clip_{k}_similarity_score" for k in ("b32", "l14")], "face_bboxes",
+        *_thresholds(job_root, stages)])
     # clip_<key> columns for any model key the embed stage was given
     fs, path = storage.filesystem(sorted(storage.glob(storage.join(job_root, last, "*.parquet")))[0])
     extra = [n for n in pq.read_schema(path, filesystem=fs).names

@@ -26,6 +26,9 @@ class SafetyOptions:
 
 class SafetyStage(SampleStage):
     name = "safety"
+    input_columns = ("text",)
+    output_columns = ("toxicity_score", "nsfw_score")
+    drop_reasons = ("toxic_caption", "nsfw_image")
 
     def __init__(self, toxicity: Callable[[], TextToxicity], nsfw: Callable[[], ImageNSFW],
                  options: SafetyOptions | None = None) -> None:
