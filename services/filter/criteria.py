@@ -13,7 +13,8 @@ Written beside the subset (``subset.npy``):
 - ``subset.criteria.json``: the filter, candidates, kept, and ``removed_by`` {criterion: count}
   in criterion order, with each criterion's rule in words;
 - ``subset.dropped.parquet``: ``uid`` and ``reason`` for every dropped candidate (the
-  reason dictionary-encoded, so a pool of billions stays small).
+  reason dictionary-encoded); written only when there are several reasons, since with one
+  (``only_reason`` in the summary) every candidate outside the subset has it.
 """
 
 from __future__ import annotations
@@ -108,12 +109,18 @@ def sidecar_paths(save_path: str) -> tuple[str, str]:
 def write_sidecars(save_path: str, summary: dict, uids: pa.Array | pa.ChunkedArray, attribution: Attribution) -> None:
     """Write the criteria summary and the dropped candidates' reasons beside the subset."""
     criteria_uri, dropped_uri = sidecar_paths(save_path)
-    dropped = attribution.codes >= 0
-    mask = pa.array(dropped)
-    table = pa.table({"uid": uids.filter(mask), "reason": attribution.reasons().filter(mask)})
-    with storage.atomic_open(dropped_uri) as handle:
-        pq.write_table(table, handle)
-    document = {**summary, "removed_by": attribution.removed_by,
+    reasons = [name for name, count in attribution.removed_by.items() if count]
+    if len(reasons) > 1:
+        dropped = attribution.codes >= 0
+        mask = pa.array(dropped)
+        table = pa.table({"uid": uids.filter(mask), "reason": attribution.reasons().filter(mask)})
+        with storage.atomic_open(dropped_uri) as handle:
+            pq.write_table(table, handle)
+    elif storage.exists(dropped_uri):
+        storage.remove(dropped_uri)
+    # With one reason (a CLIP-score cut, say) every candidate outside the subset has it; a pool of
+    # billions then needs no list of them.
+    document = {**summary, "removed_by": attribution.removed_by, "only_reason": reasons[0] if len(reasons) == 1 else None,
                 "rules": {n: r for n, r in zip(attribution.names, attribution.rules) if r}}
     storage.write_text(criteria_uri, json.dumps(document, indent=1, default=str))
 

@@ -72,6 +72,7 @@ class FilterFacts:
     threshold: float | None
     subset_uri: str
     primary: bool  # the job's filter (the one resharded), not another subset beside it
+    only_reason: str | None = None  # the reason of every dropped candidate, when there is one
 
 
 @dataclass
@@ -146,7 +147,8 @@ def _filters(job_root: str) -> list[FilterFacts]:
         is_primary = primary is not None and subset.rstrip("/").split("/")[-1] == primary.rstrip("/").split("/")[-1]
         found.append(FilterFacts(name=data["filter"], candidates=int(data["candidates"]), kept=int(data["kept"]),
                                  removed_by=data.get("removed_by", {}), rules=data.get("rules", {}),
-                                 threshold=data.get("threshold"), subset_uri=subset, primary=is_primary))
+                                 threshold=data.get("threshold"), subset_uri=subset, primary=is_primary,
+                                 only_reason=data.get("only_reason")))
     return sorted(found, key=lambda f: (not f.primary, f.name))
 
 
@@ -163,7 +165,7 @@ def _outcome_columns(ledger: pa.Table, primary: FilterFacts | None) -> tuple[np.
         in_subset = _members(uids_from_hex(ledger["uid"]), load_subset(primary.subset_uri))
         filtered = success & ~in_subset
         stage[filtered] = FILTER_STAGE
-        reason[filtered] = "filtered"
+        reason[filtered] = primary.only_reason or "filtered"
         _, dropped_uri = C.sidecar_paths(primary.subset_uri)
         if storage.exists(dropped_uri):
             fs, path = storage.filesystem(dropped_uri)

@@ -83,13 +83,15 @@ def _funnel_table(facts: JobFacts) -> str:
 def _criteria_tables(facts: JobFacts) -> str:
     parts = []
     for f in facts.filters:
-        rows = "".join(f'<tr data-criterion="{_e(n)}"><td>{_e(n)}</td><td>{_e(f.rules.get(n, ""))}</td>'
+        rule = (lambda n: f"<td>{_e(f.rules.get(n, ''))}</td>") if f.rules else (lambda n: "")
+        rows = "".join(f'<tr data-criterion="{_e(n)}"><td>{_e(n)}</td>{rule(n)}'
                        f'<td data-field="removed">{c:,}</td></tr>' for n, c in f.removed_by.items())
         label = "the job's filter, resharded" if f.primary else "another subset of this job"
         threshold = f", threshold {f.threshold:.6g}" if f.threshold is not None else ""
         parts.append(f'<h3>{_e(f.name)} <small>{label}: kept {f.kept:,} of {f.candidates:,} candidates'
                      f'{threshold}</small></h3><table class="criteria" data-filter="{_e(f.name)}"><thead><tr>'
-                     f'<th>criterion</th><th>rule (passes when)</th><th>removed</th></tr></thead>'
+                     f'<th>{"criterion" if f.rules else "reason"}</th>{"<th>passes when</th>" if f.rules else ""}'
+                     f'<th>removed</th></tr></thead>'
                      f'<tbody>{rows}</tbody></table>')
     return "".join(parts) or "<p>No filter has run on this job (winnow filter --save_path JOB/filter/NAME.npy).</p>"
 

@@ -147,6 +147,9 @@ def test_a_plain_mask_is_enough_and_declared_columns_are_all_that_is_read(ledger
     result = apply_filter(FilterConfig(name=f"{module}:wide", metadata_dir=str(ledger_dir),
                                        save_path=str(tmp_path / "wide.npy")))
     assert result.kept == 4 and result.removed_by == {"wide": 3}
+    # one reason: the summary says so, and no list of the dropped is needed
+    assert read_criteria(str(tmp_path / "wide.npy"))["only_reason"] == "wide"
+    assert not Path(sidecar_paths(str(tmp_path / "wide.npy"))[1]).exists()
 
 
 @pytest.mark.parametrize("body, message", [
