@@ -12,7 +12,7 @@ import plotly.io as pio
 from plotly.offline import get_plotlyjs
 
 from services.report import charts
-from services.report.collect import FILTER_STAGE, KEPT, JobFacts, Outcome
+from services.report.collect import FILTER_STAGE, KEPT, UID_MIX, JobFacts, Outcome
 
 SCORE_LABELS = ("toxicity_score", "nsfw_score", "eval_similarity", "duplicate_similarity")
 
@@ -155,7 +155,7 @@ def render(facts: JobFacts, thumbs: Mapping[str, str]) -> str:
         criteria=_criteria_tables(facts), criteria_plots=criteria_plots, dropped_grids=dropped_grids,
         kept_grid=kept_grid, histogram_plots=plots or "<p>No scores recorded.</p>", download_plots=download_plots,
         domains_table=_domains_table(facts) if facts.domains else "", measures_table=_measures_table(facts),
-        plotlyjs=get_plotlyjs(), data=json.dumps(data).replace("</", "<\\/"))
+        plotlyjs=get_plotlyjs(), data=json.dumps(data).replace("</", "<\\/"), uid_mix=UID_MIX)
 
 
 _TEMPLATE = """<!doctype html>
@@ -230,7 +230,8 @@ uid, caption, URL and the deciding value</small></h2>
     return index;
   }}
   function outcomeOf(uid) {{
-    const view = records(), n = view.byteLength / 10, want = BigInt("0x" + uid.slice(0, 16));
+    const view = records(), n = view.byteLength / 10;
+    const want = BigInt("0x" + uid.slice(0, 16)) ^ BigInt.asUintN(64, BigInt("0x" + uid.slice(16)) * {uid_mix}n);
     let lo = 0, hi = n - 1;
     while (lo <= hi) {{
       const mid = (lo + hi) >> 1, got = view.getBigUint64(mid * 10, false);
