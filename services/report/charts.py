@@ -35,7 +35,8 @@ def criteria(facts: FilterFacts) -> go.Figure:
     names = list(facts.removed_by)
     figure = go.Figure(go.Bar(x=names, y=[facts.removed_by[n] for n in names], marker_color=DROPPED_COLOUR,
                               hovertext=[facts.rules.get(n, "") for n in names]))
-    return figure.update_layout(title=f"{facts.name}: candidates removed by each criterion (in order)", **LAYOUT)
+    title = "candidates removed by each criterion (in order)" if facts.rules else "candidates removed, by reason"
+    return figure.update_layout(title=f"{facts.name}: {title}", **LAYOUT)
 
 
 def histogram(h: Histogram) -> go.Figure:
