@@ -159,3 +159,11 @@ def test_the_report_reads_an_s3_job(curated_job, s3_server, s3_bucket, tmp_path,
     assert summary["samples"] == funnel["downloader"][0]
     assert f'<tr data-stage="safety"><td>safety</td><td>5</td><td data-field="in">{funnel["safety"][0]}</td>' in page
     assert summary["thumbnails"] > 0
+
+
+def test_uid_keys_tell_apart_uids_that_share_a_half():
+    from services.filter.subset import uids_from_hex
+    from services.report.collect import uid_key
+
+    uids = [f"{i:032x}" for i in range(5000)] + [f"{i:016x}{0:016x}" for i in range(1, 5000)]
+    assert len(set(uid_key(uids_from_hex(uids)).tolist())) == len(uids)
