@@ -35,11 +35,14 @@ uv pip install --quiet --python .venv/bin/python --no-deps -e .
 if $want_test; then
   # Real images for the tests (Debian openclipart-png; scikit-image's ship in its wheel).
   # WordNet (Debian wordnet-base) for the text-based filter's real test; Fashion-MNIST
-  # (dataset-fashion-mnist) for the evaluator's local zero-shot set.
-  if [ ! -d /usr/share/openclipart/png ] || [ ! -d /usr/share/wordnet ] || [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  # (dataset-fashion-mnist) for the evaluator's local zero-shot set. Debian's chromium for the
+  # report's browser test (driven by Playwright; never a browser Playwright downloads).
+  if [ ! -d /usr/share/openclipart/png ] || [ ! -d /usr/share/wordnet ] || [ ! -d /usr/share/datasets/fashion-mnist ] \
+     || ! command -v chromium >/dev/null 2>&1; then
     sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
     $sudo_cmd apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png wordnet-base dataset-fashion-mnist >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq openclipart-png wordnet-base dataset-fashion-mnist \
+      chromium >/dev/null
   fi
   # Apache Kafka's jars from Maven Central (cached in ~/.cache/winnow).
   .venv/bin/python -m shared.devstack.kafka --fetch >/dev/null

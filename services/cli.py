@@ -4,6 +4,7 @@
     winnow run --example --out DIR   the same on a built-in pool of real images
     winnow download ...              img2dataset's command line on winnow's downloader
     winnow redownload ...            fetch again only the samples that failed transiently
+    winnow report JOB --out FILE     a curation report of a job, as one offline HTML page
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from services.evaluator import cli as evaluator_cli
 from services.extractor import cli as extractor_cli
 from services.filter import cli as filter_cli
 from services.filter.apply import BASELINES
+from services.report import cli as report_cli
 from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
@@ -45,15 +47,19 @@ def _add_run_parser(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=2, help="shards processed at once per stage")
     parser.add_argument("--no_progress", action="store_true")
     pipeline = parser.add_argument_group("pipeline")
-    pipeline.add_argument("--stages", nargs="+", choices=STAGE_NAMES, default=list(STAGE_NAMES),
-                          help="stages to run, in pipeline order (embed needs --clip_model)")
+    pipeline.add_argument("--stages", nargs="+", default=list(STAGE_NAMES), metavar="STAGE",
+                          help=f"stages to run, in order: {' '.join(STAGE_NAMES)} (embed needs --clip_model), and "
+                               "any installed stage plugin (entry-point group winnow.stages) where it should run")
+    pipeline.add_argument("--stage_option", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                          help="an option for a stage plugin, e.g. sharpness:min_sharpness=50")
     pipeline.add_argument("--model_preset", default="offline", help="offline (weights in packages) or production")
     pipeline.add_argument("--triton_url", default="", help="serve the models from this Triton (host:port)")
     pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")
     pipeline.add_argument("--clip_model", action="append", default=[], metavar="KEY=ARCH[:CHECKPOINT]",
                           help="a CLIP model for embed, e.g. b32=ViT-B-32:openai or tiny=winnow-tiny-ViT:ckpt.pt")
-    pipeline.add_argument("--filter", default="basic_filter", choices=["none", *BASELINES],
-                          help="DataComp baseline applied to the whole pool at the end, then resharded")
+    pipeline.add_argument("--filter", default="basic_filter", metavar="NAME",
+                          help=f"DataComp baseline applied to the whole pool at the end, then resharded: none, "
+                               f"{', '.join(BASELINES)}, or module:function for a filter of your own")
     pipeline.add_argument("--threshold", type=float, default=None, help="clip_score baselines: score threshold")
     pipeline.add_argument("--fraction", type=float, default=None, help="clip_score baselines: top fraction kept")
     pipeline.add_argument("--arch", default=None, help="clip_score baselines: which model key's score (b32, l14)")
@@ -71,6 +77,8 @@ def run_command(args: argparse.Namespace) -> int:
 
     if bool(args.pool) == bool(args.example):
         raise SystemExit("winnow run: give a POOL or --example (not both)")
+    if args.filter != "none" and args.filter not in BASELINES and ":" not in args.filter:
+        raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {args.filter!r}")
     console = Console()
     with example_pool(args) as pool:
         manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
@@ -90,11 +98,24 @@ def run_command(args: argparse.Namespace) -> int:
         resharded = filter_job(args, manifest, stages[-1].name)
         console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
                       f"-> {resharded.uri}")
+        print_filter_criteria(console, manifest.job_root)
         if args.train_scale:
             train_and_evaluate(args, manifest, resharded.uri, console)
     for letter in result.dead_letters:
         console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
     return 1 if result.dead_letters else 0
+
+
+def print_filter_criteria(console: Console, job_root: str) -> None:
+    """What each of the filter's criteria removed, from the summary written beside its subset."""
+    from services.filter.cli import print_criteria
+    from services.filter.stage import filter_summary
+
+    summary = filter_summary(job_root)
+    if summary and summary.get("removed_by"):
+        print_criteria(console, argparse.Namespace(name=summary["filter"], removed_by=summary["removed_by"],
+                                                   rules=summary.get("rules", {}), kept=summary["kept"],
+                                                   candidates=summary["candidates"]))
 
 
 def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, console: Console) -> None:
@@ -151,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     dedup_cli.add_parser(subparsers)
     filter_cli.add_parser(subparsers)
     reshard_cli.add_parser(subparsers)
+    report_cli.add_parser(subparsers)
     models_cli.add_parser(subparsers)
     trainer_cli.add_parser(subparsers)
     evaluator_cli.add_parser(subparsers)

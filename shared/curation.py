@@ -78,15 +78,33 @@ def iter_samples(ref: ShardRef, table: pa.Table) -> Iterator[tuple[dict[str, Any
         yield row, files
 
 
+class StageContractError(ValueError):
+    """A stage broke what it declared: a missing input column, an undeclared output column or reason."""
+
+
 class SampleStage(Stage):
-    """Subclasses implement ``judge(samples) -> verdicts`` and may add sidecar files."""
+    """Subclasses implement ``judge(samples) -> verdicts`` and may add sidecar files.
+
+    A stage may declare its contract (plugins must): ``input_columns`` it reads from the ledger,
+    ``output_columns`` its verdicts add, and the ``drop_reasons`` it gives. When declared, it is
+    checked on every shard: a missing input column or an undeclared column or reason fails the
+    shard (retried, then dead-lettered) instead of writing a ledger nobody can interpret.
+    """
 
     batch_size: int = 64
+    input_columns: tuple[str, ...] | None = None
+    output_columns: tuple[str, ...] | None = None
+    drop_reasons: tuple[str, ...] | None = None
 
     @abstractmethod
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         """One verdict per sample, in order. ``shard`` is scratch state for this shard alone
         (a stage object may work on several shards at once)."""
+
+    def thresholds(self) -> dict[str, float]:
+        """Score column -> the threshold this stage drops at, recorded in each shard's stats (for
+        reports: where the cut fell)."""
+        return {}
 
     def sidecars(self, rows: list[dict[str, Any]], shard: dict[str, Any]) -> dict[str, bytes]:
         """Extra files for the finished shard (extension -> bytes); rows are the whole ledger."""
@@ -94,6 +112,11 @@ class SampleStage(Stage):
 
     def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
         table = read_table(ref.uri)
+        if self.input_columns is not None:
+            missing = [c for c in self.input_columns if c not in table.column_names]
+            if missing:
+                raise StageContractError(f"stage {self.name} reads column(s) {missing}, which {ref.uri}.parquet lacks "
+                                         f"(run the stages that write them first)")
         writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
                              extra_schema=table.schema)
         try:
@@ -107,10 +130,22 @@ class SampleStage(Stage):
                     self._flush(pending, writer, shard)
                     pending, kept_in_batch = [], 0
             self._flush(pending, writer, shard)
-            return writer.close(sidecars=self.sidecars(writer.rows, shard))
+            thresholds = self.thresholds()
+            return writer.close(sidecars=self.sidecars(writer.rows, shard),
+                                **({"thresholds": thresholds} if thresholds else {}))
         except BaseException:
             writer.abort()
             raise
+
+    def _check_verdict(self, verdict: Verdict) -> None:
+        if self.output_columns is not None:
+            undeclared = [c for c in verdict.columns if c not in self.output_columns]
+            if undeclared:
+                raise StageContractError(f"stage {self.name} wrote column(s) {undeclared}; it declares "
+                                         f"output_columns {list(self.output_columns)}")
+        if not verdict.keep and self.drop_reasons is not None and verdict.reason not in self.drop_reasons:
+            raise StageContractError(f"stage {self.name} dropped a sample for {verdict.reason!r}; it declares "
+                                     f"drop_reasons {list(self.drop_reasons)}")
 
     def _flush(self, pending: list[tuple[dict[str, Any], dict[str, bytes] | None]], writer: ShardWriter,
                shard: dict[str, Any]) -> None:
@@ -121,6 +156,7 @@ class SampleStage(Stage):
                 writer.carry(row)
                 continue
             verdict = next(verdicts)
+            self._check_verdict(verdict)
             updated = {**row, **verdict.columns}
             if verdict.keep:
                 files = dict(files)

@@ -48,6 +48,8 @@ def blur_boxes(image: Image.Image, boxes: list[list[float]], options: BlurOption
 
 
 class BlurStage(SampleStage):
+    output_columns = ("face_bboxes",)
+    drop_reasons = ()
     name = "blur"
 
     def __init__(self, detector: Callable[[], FaceDetector], options: BlurOptions | None = None) -> None:

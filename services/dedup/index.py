@@ -121,7 +121,9 @@ class PoolRegistry:
                 for s, i in zip(similarity[0], ids[0]):
                     if i < 0 or i == own:
                         continue
-                    if (own is None or i < own) and s >= threshold:
+                    if own is not None and i > own:
+                        continue  # registered later: not an answer for this uid, nor on reprocessing
+                    if s >= threshold:
                         return self._uids[int(i)], float(s)
                     best = max(best, float(s))
             if own is None:

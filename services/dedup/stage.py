@@ -7,7 +7,8 @@
 - ``invalid_uid``: the row has no usable uid (32 hex characters), so no claim can be made for it;
   the rest of its shard is judged as usual.
 
-Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid).
+Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid),
+``duplicate_similarity`` (the cosine to the nearest earlier kept image; 0 when none was near).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class DedupOptions:
 
 class DedupStage(SampleStage):
     name = "dedup"
+    input_columns = ("uid", "sha256")
+    output_columns = ("eval_similarity", "eval_match", "duplicate_of", "duplicate_similarity")
+    drop_reasons = ("eval_duplicate", "exact_duplicate", "near_duplicate")
 
     def __init__(self, descriptor: Callable[[], NearDuplicateDescriptor], options: DedupOptions | None = None) -> None:
         self.options = options or DedupOptions()
@@ -78,6 +82,15 @@ class DedupStage(SampleStage):
             self._registries[job_id] = PoolRegistry(path, self.descriptor.dim)
         return self._registries[job_id]
 
+    def thresholds(self) -> dict[str, float]:
+        found = {}
+        if self.descriptor is not None:
+            found["duplicate_similarity"] = (self.options.pool_threshold if self.options.pool_threshold is not None
+                                             else self.descriptor.threshold)
+        if self.eval_index is not None:
+            found["eval_similarity"] = self.eval_index.threshold
+        return found
+
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()
         ref = shard["ref"]
@@ -109,6 +122,7 @@ class DedupStage(SampleStage):
                     continue
             if self.options.near:
                 owner, best = registry.claim_image(descriptor, uid, threshold)
+                columns["duplicate_similarity"] = best
                 if owner != uid:
                     verdicts.append(Verdict(False, "near_duplicate", f"near-identical to {owner} (cosine {best:.3f})",
                                             {**columns, "duplicate_of": owner}))

@@ -8,6 +8,7 @@ WordNet) are made on first need, or passed in.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from services.filter import baselines as B
+from services.filter import criteria as C
+from services.filter import user_filter as U
 from services.filter.metadata import Metadata, load_metadata
 from services.filter.subset import save_subset, sort_uids, uids_from_hex
 from services.filter.torch_arrays import load_torch_array
@@ -51,8 +54,11 @@ class FilterConfig:
 
     def validate(self) -> None:
         """DataComp's ``check_args``: which options each baseline takes."""
-        if self.name not in BASELINES:
-            raise ValueError(f"--name must be one of {', '.join(BASELINES)}; got {self.name!r}")
+        if U.is_user_filter(self.name):
+            U.load_user_filter(self.name)
+        elif self.name not in BASELINES:
+            raise ValueError(f"--name must be one of {', '.join(BASELINES)}, or module:function for a filter of "
+                             f"your own; got {self.name!r}")
         scored = "clip_score" in self.name
         if scored:
             if (self.threshold is None) == (self.fraction is None):
@@ -84,6 +90,8 @@ class FilterResult:
     threshold: float | None = None  # the CLIP score threshold applied, when there was one
     seconds: float = 0.0
     details: dict = field(default_factory=dict)
+    removed_by: dict[str, int] = field(default_factory=dict)  # criterion -> candidates it removed, in order
+    rules: dict[str, str] = field(default_factory=dict)  # criterion -> its rule in words
 
     @property
     def kept(self) -> int:
@@ -152,7 +160,11 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
 
     threshold = None
     details: dict = {}
-    if name == "no_filter":
+    criteria: list[C.Criterion] = [C.Criterion("filtered", "", None)]
+    attribution = None
+    if U.is_user_filter(name):
+        metadata, keep, attribution = _user_filter(config)
+    elif name == "no_filter":
         metadata = load_metadata(config.metadata_dir, ["uid"], num_workers=config.num_workers)
         keep = np.ones(len(metadata), dtype=bool)
     elif name == "basic_filter":
@@ -160,11 +172,13 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
                                  num_workers=config.num_workers)
         t = metadata.table
         keep = B.basic_filter_mask(t["text"], t["original_width"], t["original_height"], english_model())
+        criteria = _basic_criteria(t)
     elif name == "clip_score":
         column = B.SCORE_COLUMNS[config.arch]
         metadata = load_metadata(config.metadata_dir, ["uid", column], num_workers=config.num_workers)
         threshold = _threshold(config, metadata, column)
         keep = B.clip_score_mask(metadata.column(column), threshold)
+        criteria = _score_criteria(metadata, column, threshold)
     elif name == "laion2b":
         column = B.SCORE_COLUMNS["b32"]
         metadata = load_metadata(config.metadata_dir, ["uid", "text", column], num_workers=config.num_workers)
@@ -173,6 +187,9 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
         log.info("laion2b: language identifier %s", getattr(gcld3, "name", gcld3))
         keep = B.laion2b_mask(metadata.column(column), metadata.column("text"), gcld3)
         details["language_identifier"] = getattr(gcld3, "name", str(gcld3))
+        criteria = [*_score_criteria(metadata, column, threshold)[:-1], C.Criterion("clip_score_below_threshold",
+                    f"{column} >= {threshold:.6g}", B.clip_score_mask(metadata.column(column), threshold)),
+                    C.Criterion("not_english", "English caption", None)]
     elif name == "text_based":
         if first_synset is None:
             from services.filter.wordnet import WordNetFirstSynset
@@ -182,24 +199,75 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
             from services.filter.wordnet import imagenet21k_synset_offsets
 
             synsets = imagenet21k_synset_offsets(config.synset_ids)
+        # Counting the criteria asks WordNet about the same words again; remember its answers.
+        first_synset = functools.lru_cache(maxsize=None)(first_synset)
         metadata = load_metadata(config.metadata_dir, ["uid", "text"], num_workers=config.num_workers)
         keep = B.text_based_mask(metadata.column("text"), first_synset, synsets, english_model())
+        criteria = [C.Criterion("no_imagenet_synset_word", "a caption word names an ImageNet-21k synset",
+                                B.contains_synset_mask(metadata.column("text"), first_synset, synsets)),
+                    C.Criterion("not_english", "English caption", None)]
     else:  # image_based, image_based_intersect_clip_score
         columns = ["uid", "text"]
         if config.arch:
             columns.append(B.SCORE_COLUMNS[config.arch])
         metadata = load_metadata(config.metadata_dir, columns, embedding_keys=[EMBEDDING_KEY],
                                  num_workers=config.num_workers)
-        keep, threshold, details = _image_based(config, metadata, english_model())
+        keep, threshold, details, criteria = _image_based(config, metadata, english_model())
     if identifier is not None:
         details["language_identifier"] = getattr(identifier, "name", str(identifier))
+    if attribution is None:
+        attribution = C.attribute(keep, criteria)
     uids = sort_uids(uids_from_hex(metadata.column("uid").filter(keep)))
     result = FilterResult(name=name, uids=uids, candidates=len(metadata), threshold=threshold,
-                          seconds=time.perf_counter() - started, details=details)
+                          seconds=time.perf_counter() - started, details=details,
+                          removed_by=attribution.removed_by,
+                          rules={n: r for n, r in zip(attribution.names, attribution.rules) if r})
     if config.save_path:
         save_subset(uids, config.save_path)
-    log.info("filter %s kept %d of %d candidates", name, result.kept, result.candidates)
+        C.write_sidecars(config.save_path, {"filter": name, "candidates": result.candidates, "kept": result.kept,
+                                            "threshold": threshold, "details": details},
+                         metadata.column("uid"), attribution)
+    log.info("filter %s kept %d of %d candidates; removed by %s", name, result.kept, result.candidates,
+             result.removed_by)
     return result
+
+
+def _basic_criteria(table) -> list[C.Criterion]:
+    """DataComp's basic filter as criteria, cheapest first; language id is the last."""
+    texts = table["text"]
+    sides = B.image_size_mask(table["original_width"], table["original_height"], max_aspect_ratio=np.inf)
+    return [
+        C.Criterion("too_few_words", f"more than {B.BASIC_MIN_WORDS - 1} words",
+                    B.word_counts(texts) >= B.BASIC_MIN_WORDS),
+        C.Criterion("too_few_characters", f"more than {B.BASIC_MIN_CHARS - 1} characters",
+                    B.char_counts(texts) >= B.BASIC_MIN_CHARS),
+        C.Criterion("image_too_small", f"shorter side >= {B.BASIC_MIN_IMAGE_SIDE}", sides),
+        C.Criterion("aspect_ratio_too_large", f"aspect ratio <= {B.BASIC_MAX_ASPECT_RATIO:g}",
+                    B.image_size_mask(table["original_width"], table["original_height"], min_side=0)),
+        C.Criterion("not_english", "English caption", None),
+    ]
+
+
+def _score_criteria(metadata: Metadata, column: str, threshold: float) -> list[C.Criterion]:
+    scores = B._scores(metadata.column(column))
+    return [C.Criterion("no_clip_score", f"{column} present", ~np.isnan(scores.astype(np.float64))),
+            C.Criterion("clip_score_below_threshold", f"{column} >= {threshold:.6g}", None)]
+
+
+def _user_filter(config: FilterConfig):
+    """Read what the user's function asks for, call it, and take its reasons."""
+    from services.filter.metadata import parquet_files
+
+    function = U.load_user_filter(config.name)
+    files = parquet_files(config.metadata_dir)
+    columns = getattr(function, "columns", None) or U.available_columns(files)
+    keys = getattr(function, "embedding_keys", None)
+    keys = U.available_embedding_keys(files) if keys is None else list(keys)
+    metadata = load_metadata(config.metadata_dir, ["uid", *columns], embedding_keys=keys,
+                             num_workers=config.num_workers)
+    verdict = U.run_user_filter(function, config.name, metadata.table, metadata.embeddings)
+    default = config.name.rpartition(":")[2]
+    return metadata, verdict.keep, C.from_reasons(verdict.keep, verdict.reasons, default)
 
 
 def _image_based(config: FilterConfig, metadata: Metadata, identifier: LanguageIdentifier):
@@ -223,4 +291,15 @@ def _image_based(config: FilterConfig, metadata: Metadata, identifier: LanguageI
     clusters = B.target_clusters(load_embeddings(config.image_based_targets), centroids)
     keep = B.cluster_member_mask(embeddings, centroids, clusters, where=captioned & scored)
     details = {"clusters": len(centroids), "target_clusters": len(clusters), "caption_filtered": int(captioned.sum())}
-    return keep, threshold, details
+    criteria = [
+        C.Criterion("too_few_tokens", f"more than {B.IMAGE_CAPTION_MIN_TOKENS - 1} fastText tokens",
+                    B.fasttext_token_counts(texts) >= B.IMAGE_CAPTION_MIN_TOKENS),
+        C.Criterion("too_few_characters", f"more than {B.IMAGE_CAPTION_MIN_CHARS - 1} characters",
+                    B.char_counts(texts) >= B.IMAGE_CAPTION_MIN_CHARS),
+        C.Criterion("not_english", "English caption", captioned),
+    ]
+    if config.arch:
+        criteria.append(C.Criterion("clip_score_below_threshold", f"{B.SCORE_COLUMNS[config.arch]} >= {threshold:.6g}",
+                                    scored))
+    criteria.append(C.Criterion("not_in_target_clusters", "nearest k-means cluster is a target image's", None))
+    return keep, threshold, details, criteria

@@ -2,8 +2,11 @@
 
     winnow filter --name clip_score --arch l14 --fraction 0.3 \\
         --metadata_dir out/embed --save_path subsets/clip_l14_30pct.npy
+    winnow filter --name my_pkg.filters:english_top30 --metadata_dir out/embed --save_path mine.npy
 
-The subset is a sorted ``.npy`` of dtype ``u8,u8``, as DataComp's, for ``winnow reshard``.
+The subset is a sorted ``.npy`` of dtype ``u8,u8``, as DataComp's, for ``winnow reshard``; beside
+it, ``.criteria.json`` (the candidates each criterion removed) and ``.dropped.parquet`` (uid and
+reason of every dropped candidate).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.table import Table
 
 from services.filter.apply import ARCHS, BASELINES, DEFAULT_NUM_CLUSTERS, LANGUAGE_MODELS, FilterConfig, apply_filter
 
@@ -19,7 +23,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "filter", help="make a DataComp baseline subset (.npy of uids) from shard metadata",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--name", required=True, choices=BASELINES, help="the baseline")
+    parser.add_argument("--name", required=True, metavar="NAME",
+                        help=f"the baseline ({', '.join(BASELINES)}), or module:function for a filter of your own "
+                             "(see services/filter/user_filter.py)")
     parser.add_argument("--metadata_dir", required=True,
                         help="folder (any fsspec URI) of shard parquets, with .npz embeddings for image_based")
     parser.add_argument("--save_path", required=True, help="where to write the subset .npy")
@@ -60,6 +66,25 @@ def filter_command(args: argparse.Namespace) -> int:
     threshold = f", threshold {result.threshold:.6g}" if result.threshold is not None else ""
     if "language_identifier" in result.details:
         threshold += f", language id {result.details['language_identifier']}"
-    Console().print(f"{result.name}: kept {result.kept:,} of {result.candidates:,} samples ({share:.1%}{threshold}) "
-                    f"in {result.seconds:.1f}s -> {args.save_path}")
+    console = Console()
+    console.print(f"{result.name}: kept {result.kept:,} of {result.candidates:,} samples ({share:.1%}{threshold}) "
+                  f"in {result.seconds:.1f}s -> {args.save_path}")
+    print_criteria(console, result)
     return 0
+
+
+def print_criteria(console: Console, result) -> None:
+    """The candidates each criterion removed, in the order the filter applies them."""
+    if not result.removed_by or result.kept == result.candidates:
+        return
+    if result.rules:
+        table = Table(title=f"{result.name}: removed by criterion (each among what the earlier ones left)")
+        table.add_column("criterion")
+        table.add_column("passes when")
+    else:
+        table = Table(title=f"{result.name}: removed, by reason")
+        table.add_column("reason")
+    table.add_column("removed", justify="right")
+    for name, count in result.removed_by.items():
+        table.add_row(name, *([result.rules.get(name, "")] if result.rules else []), f"{count:,}")
+    console.print(table)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from shared.shards import SUCCESS
 log = logging.getLogger(__name__)
 
 EMBEDDING_KEYS = ("b32_img", "b32_txt", "l14_img", "l14_txt")
+_EMBEDDING_KEY = re.compile(r"\w+_(img|txt)")  # winnow's embed stage names them after the model key
 STATUS_COLUMN = "status"
 
 
@@ -111,9 +113,9 @@ def load_metadata(metadata_dir: str, columns: Iterable[str], *, embedding_keys: 
                   num_workers: int | None = None) -> Metadata:
     """Read ``columns`` (and ``embedding_keys`` from the ``.npz`` files) of every candidate row."""
     columns = list(dict.fromkeys(columns))
-    unknown = [k for k in embedding_keys if k not in EMBEDDING_KEYS]
+    unknown = [k for k in embedding_keys if k not in EMBEDDING_KEYS and not _EMBEDDING_KEY.fullmatch(k)]
     if unknown:
-        raise ValueError(f"embedding keys must be among {EMBEDDING_KEYS}, got {unknown}")
+        raise ValueError(f"embedding keys are MODEL_img or MODEL_txt (e.g. {', '.join(EMBEDDING_KEYS)}), got {unknown}")
     files = parquet_files(metadata_dir)
     workers = max(1, min(num_workers or (os.cpu_count() or 1), len(files)))
     if workers == 1:

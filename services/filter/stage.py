@@ -76,7 +76,8 @@ class FilterStage(Stage):
                         job_root=ref.job_root, shard_count=summary["output_shards"])
 
     def run_job(self, job_root: str, metadata_dir: str, output_dir: str) -> dict:
-        subset_path = storage.join(job_root, self.name, f"{self.options.filter.name}.npy")
+        # A filter of your own is named module:function; its files are named module.function.npy.
+        subset_path = storage.join(job_root, self.name, f"{self.options.filter.name.replace(':', '.')}.npy")
         storage.makedirs(storage.join(job_root, self.name))
         config = replace(self.options.filter, metadata_dir=metadata_dir, save_path=subset_path)
         filtered = apply_filter(config)
@@ -85,4 +86,13 @@ class FilterStage(Stage):
                                           shuffle_buffer=self.options.shuffle_buffer,
                                           blur_faces=self.options.blur_faces, overwrite=True))
         return {"filter": self.options.filter.name, "subset": subset_path, "kept": int(len(filtered.uids)),
-                **{k: v for k, v in asdict(resharded).items()}}
+                "candidates": filtered.candidates, "threshold": filtered.threshold, "removed_by": filtered.removed_by,
+                "rules": filtered.rules, **{k: v for k, v in asdict(resharded).items()}}
+
+
+def filter_summary(job_root: str) -> dict | None:
+    """What the filter did to a job (``reshard/_done.json``), or None before it has run."""
+    marker = storage.join(job_root, FilterStage.output_name, DONE_MARKER)
+    if not storage.exists(marker):
+        return None
+    return json.loads(storage.read_text(marker))

@@ -26,6 +26,9 @@ class SafetyOptions:
 
 class SafetyStage(SampleStage):
     name = "safety"
+    input_columns = ("text",)
+    output_columns = ("toxicity_score", "nsfw_score")
+    drop_reasons = ("toxic_caption", "nsfw_image")
 
     def __init__(self, toxicity: Callable[[], TextToxicity], nsfw: Callable[[], ImageNSFW],
                  options: SafetyOptions | None = None) -> None:
@@ -39,6 +42,9 @@ class SafetyStage(SampleStage):
         if self.toxicity is None:
             self.toxicity = self._make_toxicity()
             self.nsfw = self._make_nsfw()
+
+    def thresholds(self) -> dict[str, float]:
+        return {"toxicity_score": self.options.toxicity_threshold, "nsfw_score": self.options.nsfw_threshold}
 
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()

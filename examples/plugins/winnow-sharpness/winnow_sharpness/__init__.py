@@ -1,0 +1,58 @@
+"""An example stage plugin for winnow: drop images that are too blurry to teach anything.
+
+Sharpness is the variance of the Laplacian of the grey image (Pech-Pacheco et al., 2000), on the
+image as stored, scaled to at most 512 pixels on its longer side so the measure does not depend
+on the download size. Each kept or dropped sample gets a ``sharpness`` column; a sample below
+``min_sharpness`` is dropped with the reason ``blurry_image``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cv2
+import numpy as np
+
+from shared.curation import Sample, SampleStage, Verdict
+
+DEFAULT_MIN_SHARPNESS = 20.0
+LONGER_SIDE = 512
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian of an RGB uint8 image."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    scale = LONGER_SIDE / max(grey.shape)
+    if scale < 1:
+        grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+class SharpnessStage(SampleStage):
+    """Drops blurry images. Options: ``min_sharpness`` (default 20)."""
+
+    name = "sharpness"
+    input_columns = ()  # it needs only the image
+    output_columns = ("sharpness",)
+    drop_reasons = ("blurry_image",)
+
+    def __init__(self, options: dict[str, str] | None = None) -> None:
+        options = dict(options or {})
+        self.min_sharpness = float(options.pop("min_sharpness", DEFAULT_MIN_SHARPNESS))
+        if options:
+            raise ValueError(f"unknown option(s) {sorted(options)}; this stage takes min_sharpness")
+
+    def thresholds(self) -> dict[str, float]:
+        return {"sharpness": self.min_sharpness}
+
+    def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
+        verdicts = []
+        for sample in samples:
+            value = sharpness(sample.image)
+            columns = {"sharpness": value}
+            if value < self.min_sharpness:
+                verdicts.append(Verdict(False, "blurry_image", f"sharpness {value:.1f} < {self.min_sharpness:g}",
+                                        columns))
+            else:
+                verdicts.append(Verdict(True, columns=columns))
+        return verdicts

@@ -1,0 +1,1 @@
+"""A stage plugin (entry-point group ``winnow.stages``) run as a service."""

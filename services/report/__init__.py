@@ -1,0 +1,1 @@
+"""``winnow report``: a curation report of a job, as one HTML page that opens offline."""
