@@ -20,11 +20,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmarks.download import BenchmarkError, ensure_img2dataset, tool_environment
+from benchmarks.download import IMG2DATASET_VENV, BenchmarkError, ensure_img2dataset, tool_environment
 from services.downloader.options import IMG2DATASET_OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
-IMG2DATASET_VENV = Path.home() / ".cache" / "winnow" / "img2dataset-venv"
 WINNOW_ONLY_FILES = {"job.json", "pool"}  # winnow's record of the job and its input cut in shards
 WINNOW_ONLY_COLUMNS = {"reason", "dropped_by"}  # the ledger's machine-readable reason, and later stages' column
 
