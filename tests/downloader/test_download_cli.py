@@ -170,3 +170,27 @@ def test_wandb_without_wandb_is_a_clear_error(capsys, loopback_pool, tmp_path):
                   "--enable_wandb", "True"])
     else:
         pytest.skip("wandb is installed here; the offline-mode test covers it")
+
+
+def test_a_failing_shard_is_tried_again_then_reported_and_the_others_finish(loopback_pool, tmp_path, monkeypatch):
+    from services.downloader import stage as stage_module
+    from services.downloader.cli import download_options, download_refs
+    from services.downloader.pool import prepare_job
+
+    reads: list[int] = []
+    real_read = stage_module.read_pool_slice
+    monkeypatch.setattr(stage_module, "read_pool_slice", lambda ref: reads.append(ref.shard_id) or real_read(ref))
+
+    out = str(tmp_path / "job")
+    manifest = prepare_job(str(loopback_pool), out, caption_col="caption", samples_per_shard=2)
+    (tmp_path / "job" / "pool" / "00000001.parquet").write_bytes(b"PAR1 not a parquet file")
+    args = build_parser().parse_args(["download", "--url_list", str(loopback_pool), "--output_folder", out,
+                                      "--output_format", "webdataset", "--allow_networks", "127.0.0.0/8"])
+    options = download_options(args, "img2dataset")
+    failed = download_refs(manifest.pool_refs(), options, processes=1, show_progress=False, max_shard_retry=2)
+    assert [shard for shard, _ in failed] == [1]
+    assert "unreadable pool slice" in failed[0][1]
+    assert (tmp_path / "job" / "00000_stats.json").exists()
+    assert not (tmp_path / "job" / "00001_stats.json").exists()
+    assert reads.count(1) == 3, "the failing shard is tried once, then max_shard_retry (2) more times"
+    assert reads.count(0) == 1
