@@ -15,6 +15,7 @@ from PIL import Image
 from services.cli import build_parser, main
 from services.downloader.pool import read_pool
 from shared.shards import read_table
+from tests.downloader.wandb_records import logged_history, run_config
 
 
 def download(capsys, *args: str) -> tuple[int, str, str]:
@@ -161,15 +162,24 @@ def test_bbox_col_blurs_and_keeps_the_column(capsys, image_server, tmp_path):
     assert blurred.tobytes() != plain.tobytes()
 
 
-def test_wandb_without_wandb_is_a_clear_error(capsys, loopback_pool, tmp_path):
-    try:
-        import wandb  # noqa: F401
-    except ImportError:
-        with pytest.raises(SystemExit, match="needs wandb"):
-            main(["download", "--url_list", str(loopback_pool), "--output_folder", str(tmp_path / "o"),
-                  "--enable_wandb", "True"])
-    else:
-        pytest.skip("wandb is installed here; the offline-mode test covers it")
+def test_wandb_logs_the_download_offline_as_img2dataset_does(capsys, loopback_pool, tmp_path, monkeypatch):
+    """wandb itself, in offline mode (no account, no network): the run's config and img2dataset's totals."""
+    pytest.importorskip("wandb", reason="wandb is in the test extra; without it --enable_wandb is refused")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    code, _, _ = download(capsys, "--url_list", str(loopback_pool), "--output_folder", str(tmp_path / "o"),
+                          "--enable_wandb", "True", "--wandb_project", "winnow-test", "--allow_networks",
+                          "127.0.0.0/8", "--number_sample_per_shard", "2")
+    assert code == 0
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    project, config = run_config(runs[0])
+    assert project == "winnow-test"
+    assert (config["image_size"], config["resize_mode"]) == ("256", '"border"')
+    history = logged_history(runs[0])
+    assert [h["total/count"] for h in history] == ["2", "3"]  # once per finished shard
+    assert history[-1]["total/success"] == "1" and float(history[-1]["total/img_per_sec"]) > 0
 
 
 def test_a_failing_shard_is_tried_again_then_reported_and_the_others_finish(loopback_pool, tmp_path, monkeypatch):
