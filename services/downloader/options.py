@@ -177,7 +177,8 @@ IMG2DATASET_OPTIONS: dict[str, str] = {
     "extract_exif": "same (exifread, as img2dataset)",
     "save_additional_columns": "same; `uid` is always kept (generated when the pool has none)",
     "timeout": "same: seconds per connect and per read (`--total_timeout` caps a whole request)",
-    "enable_wandb": "same: img2dataset's `total/*` figures, once per finished shard; needs wandb (`pip install wandb`; in the test extra); `WANDB_MODE=offline` works without an account",
+    "enable_wandb": "same: img2dataset's `total/*` figures, once per finished shard; needs wandb "
+                    "(`pip install wandb`; in the test extra); `WANDB_MODE=offline` works without an account",
     "wandb_project": "same",
     "oom_shard_count": "same: digits of shard names (and of keys)",
     "compute_hash": "same: md5, sha256, sha512 or None",

@@ -34,7 +34,10 @@ class WandbRun:
                        "total/count": self._count})
 
     def finish(self) -> None:
+        import wandb
+
         self._run.finish()
+        wandb.teardown()  # waits for wandb's service to write the run file out, then stops it
 
 
 def start_wandb(project: str, config: dict) -> WandbRun:
