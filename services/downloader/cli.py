@@ -236,7 +236,8 @@ def prepare_download_job(args: argparse.Namespace, console: Console) -> JobManif
     wanted = _wanted_options(args)
     root = args.output_folder
     exists = JobManifest.exists(root)
-    if exists and args.incremental_mode == "overwrite":
+    if args.incremental_mode == "overwrite" and storage.exists(root):
+        # As img2dataset does: the output folder is removed and written again.
         console.print(f"--incremental_mode overwrite: removing the previous output in {root}")
         fs, path = storage.filesystem(root)
         fs.rm(path, recursive=True)
@@ -256,8 +257,8 @@ def prepare_download_job(args: argparse.Namespace, console: Console) -> JobManif
                     f"{root} was downloaded with other options, which would mix two kinds of shards:\n  "
                     + "\n  ".join(differences)
                     + "\nrerun with the job's options to resume it, pass --incremental_mode overwrite to start "
-                    "again, or --incremental_mode extend to add this pool as new shards"
-                    + ("; to fetch failed samples again use winnow redownload" if differences else ""))
+                    "again, or --incremental_mode extend to add this pool as new shards; to fetch failed samples "
+                    "again, winnow redownload --output_folder ... --reasons REASON takes the options it names")
     return prepare_job(args.url_list, root, job_id=args.job_id, input_format=args.input_format or "",
                        url_col=args.url_col, caption_col=args.caption_col,
                        samples_per_shard=args.number_sample_per_shard, max_samples=args.max_samples,

@@ -204,3 +204,17 @@ def test_a_failing_shard_is_tried_again_then_reported_and_the_others_finish(loop
     assert not (tmp_path / "job" / "00001_stats.json").exists()
     assert reads.count(1) == 3, "the failing shard is tried once, then max_shard_retry (2) more times"
     assert reads.count(0) == 1
+
+
+def test_shards_that_no_job_describes_are_not_mixed_in(capsys, loopback_pool, tmp_path):
+    """An img2dataset output folder is refused, and replaced only with --incremental_mode overwrite."""
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "00000_stats.json").write_text('{"count": 1, "successes": 1}')
+    common = ["--url_list", str(loopback_pool), "--output_folder", str(out), "--allow_networks", "127.0.0.0/8"]
+    code, _, err = download(capsys, *common)
+    assert code == 2 and "no winnow job.json describes" in err
+    assert json.loads((out / "00000_stats.json").read_text()) == {"count": 1, "successes": 1}
+    code, stdout, _ = download(capsys, *common, "--incremental_mode", "overwrite")
+    assert code == 0 and "removing the previous output" in stdout
+    assert json.loads((out / "00000_stats.json").read_text())["count"] == 3
