@@ -218,3 +218,16 @@ def test_shards_that_no_job_describes_are_not_mixed_in(capsys, loopback_pool, tm
     code, stdout, _ = download(capsys, *common, "--incremental_mode", "overwrite")
     assert code == 0 and "removing the previous output" in stdout
     assert json.loads((out / "00000_stats.json").read_text())["count"] == 3
+
+
+def test_winnow_run_keeps_datacomps_download_settings():
+    """DataComp's flow: no hash check, the pool's face_bboxes blurred unless --skip_bbox_blurring."""
+    from services.downloader.cli import download_options
+
+    run = download_options(build_parser().parse_args(["run", "pool.parquet", "--out", "o"]))
+    assert run.verify_hash is None and run.bbox_col == "face_bboxes"
+    assert (run.resize.image_size, run.resize.resize_mode.value, run.resize.resize_only_if_bigger) == \
+        (512, "keep_ratio_largest", True)
+    assert run.layout.shard_dir == "downloader" and run.layout.shard_digits == 8
+    skipped = download_options(build_parser().parse_args(["run", "p", "--out", "o", "--skip_bbox_blurring"]))
+    assert skipped.bbox_col is None
