@@ -231,3 +231,28 @@ def test_winnow_run_keeps_datacomps_download_settings():
     assert run.layout.shard_dir == "downloader" and run.layout.shard_digits == 8
     skipped = download_options(build_parser().parse_args(["run", "p", "--out", "o", "--skip_bbox_blurring"]))
     assert skipped.bbox_col is None
+
+
+@pytest.mark.parametrize("output_format", ["files", "parquet"])
+def test_redownload_rewrites_files_and_parquet_shards_with_the_jobs_options(capsys, image_server, tmp_path,
+                                                                            output_format):
+    token = f"{output_format}-{tmp_path.name}"
+    urls = [image_server.img_url("rocket.jpg"), image_server.url(f"/flaky503/{token}/coffee.png")]
+    pool = tmp_path / "pool.parquet"
+    pq.write_table(pa.table({"url": urls, "caption": ["rocket", "coffee"]}), pool)
+    out = tmp_path / "out"
+    code, stdout, _ = download(capsys, "--url_list", str(pool), "--output_folder", str(out), "--output_format",
+                               output_format, "--caption_col", "caption", "--image_size", "96",
+                               "--allow_networks", "127.0.0.0/8")
+    assert code == 0 and "http_503: 1" in stdout
+    assert main(["redownload", "--output_folder", str(out)]) == 0
+    assert "1 recovered" in capsys.readouterr().out
+    table = pq.read_table(out / "00000.parquet")
+    assert table["status"].to_pylist() == ["success", "success"]
+    if output_format == "files":
+        images = sorted((out / "00000").glob("*.jpg"))
+        assert [p.name for p in images] == ["000000000.jpg", "000000001.jpg"]
+        assert all(Image.open(p).size == (96, 96) for p in images)
+        assert (out / "00000" / "000000000.txt").read_text() == "rocket"
+    else:
+        assert all(Image.open(io.BytesIO(b)).size == (96, 96) for b in table["jpg"].to_pylist())
