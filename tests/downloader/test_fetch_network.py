@@ -138,3 +138,15 @@ def test_compute_hash_and_verify_hash_with_img2dataset_types(fetcher, image_serv
     assert bad.reason == "hash_mismatch"
     with pytest.raises(ValueError, match="verify_hash"):
         DownloadOptions(verify_hash=("sha256", "sha1"))
+
+
+def test_disallowed_header_directives_are_configurable(image_server):
+    url = image_server.url("/optout/noml/rocket.jpg")
+    strict = HttpFetcher(FetchOptions(allow_networks=LOOPBACK, disallowed_header_directives=("noai", "noml")))
+    with pytest.raises(FetchError) as raised:
+        strict.fetch(url)
+    assert raised.value.reason == "opt_out"
+    switched_off = HttpFetcher(FetchOptions(allow_networks=LOOPBACK, disallowed_header_directives=()))
+    assert switched_off.fetch(image_server.url("/optout/noai/rocket.jpg"))
+    strict.close()
+    switched_off.close()
