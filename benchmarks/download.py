@@ -1,5 +1,10 @@
 """Downloader throughput: winnow's ``download`` CLI against img2dataset, on one local image server.
 
+Two settings, each on both tools: ``datacomp`` (DataComp's download settings, 512 px
+``keep_ratio_largest``, ``resize_only_if_bigger``, no EXIF, webdataset) and ``defaults``
+(img2dataset's defaults on both sides: no resize, encode, hash or EXIF option given, so 256 px
+``border``, EXIF extracted, sha256 computed, ``files`` output, 256 threads per process).
+
 Both tools get the same pool: ``--rows`` URLs that cycle through ``--sources`` real-image JPEGs
 (scikit-image photos and clip art from ``tests.infra.images``, every one larger than the 512 px
 target) served by ``tests.infra.image_server.ImageServer`` on 127.0.0.1. Every row has its own
@@ -10,7 +15,7 @@ the tools' ``_stats.json``) / seconds. Runs alternate (winnow, img2dataset, winn
 best of each tool is the headline. The CPU time of each tool's process tree is reported too:
 on a shared machine it moves less than the wall time.
 
-img2dataset lives in its own virtualenv (``benchmarks/.venv-img2dataset``), created here with
+img2dataset lives in its own virtualenv (``~/.cache/winnow/img2dataset-venv``), created here with
 ``uv`` at pinned versions, so nothing leaks into the project's environment. Both tools write
 bytecode to ``benchmarks/_data/pycache`` (and run once untimed to fill it), as a normal install
 would have it.
@@ -18,6 +23,7 @@ would have it.
 Run from the repository root::
 
     .venv/bin/python -m benchmarks.download [--rows 6000] [--processes 2] [--threads 32] [--json out.json]
+        [--settings datacomp defaults]
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ log = structlog.get_logger("benchmarks.download")
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 DATA_DIR = BENCHMARKS_DIR / "_data"
-IMG2DATASET_VENV = BENCHMARKS_DIR / ".venv-img2dataset"
+# Shared with the parity tests (tests/downloader/test_img2dataset_parity.py), built once per machine.
+IMG2DATASET_VENV = Path.home() / ".cache" / "winnow" / "img2dataset-venv"
 PYCACHE_DIR = DATA_DIR / "pycache"
 # img2dataset's newest release and the versions of its heavy dependencies it was checked with
 # (numpy 2 and albumentations 1.4 work with it).
@@ -61,6 +68,9 @@ IMG2DATASET_PYTHON = "3.11"
 MIN_SUCCESS_RATE = 0.99
 WINNOW = "winnow"
 IMG2DATASET = "img2dataset"
+DATACOMP_SETTINGS = "datacomp"  # DataComp's download settings on both tools
+DEFAULT_SETTINGS = "defaults"  # img2dataset's defaults on both tools
+SETTINGS = (DATACOMP_SETTINGS, DEFAULT_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,7 @@ class RunResult:
     cpu_seconds: float  # user + system time of the tool and all its processes
     server_cpu_seconds: float  # the image server's share, measured in this process
     failures: dict[str, int] = field(default_factory=dict)
+    settings: str = DATACOMP_SETTINGS
 
     @property
     def images_per_second(self) -> float:
@@ -128,9 +139,16 @@ def winnow_executable() -> Path:
     return Path(sys.executable).parent / WINNOW  # the project's venv runs this benchmark
 
 
+def defaults_command(prefix: list[str], pool: Path, output: Path, settings: BenchmarkSettings) -> list[str]:
+    """img2dataset's defaults: only the input, the output folder, processes and shard size are given."""
+    return [*prefix, "--url_list", str(pool), "--input_format", "parquet", "--url_col", "url", "--caption_col", "text",
+            "--output_folder", str(output), "--processes_count", str(settings.processes),
+            "--number_sample_per_shard", str(settings.samples_per_shard)]
+
+
 def winnow_command(pool: Path, output: Path, settings: BenchmarkSettings) -> list[str]:
     return [
-        str(winnow_executable()), "download",
+        str(winnow_executable()), "download", "--output_format", "webdataset", "--extract_exif", "False",
         "--url_list", str(pool), "--input_format", "parquet", "--url_col", "url", "--caption_col", "text",
         "--output_folder", str(output),
         "--image_size", str(settings.image_size), "--resize_mode", "keep_ratio_largest", "--resize_only_if_bigger",
@@ -196,12 +214,12 @@ def _children_cpu_seconds() -> float:
 
 
 def run_tool(tool: str, command: list[str], output: Path, stats_glob: str, run: int, server: ImageServer,
-             log_dir: Path) -> RunResult:
+             log_dir: Path, settings: str = DATACOMP_SETTINGS) -> RunResult:
     shutil.rmtree(output, ignore_errors=True)
     if output.exists():  # a leftover output would be resumed, not downloaded
         raise BenchmarkError(f"cannot remove the previous output {output}")
     server.reset_stats()
-    log_path = log_dir / f"{tool}-{run}.log"
+    log_path = log_dir / f"{settings}-{tool}-{run}.log"
     log.info("running", tool=tool, run=run, log=str(log_path))
     with log_path.open("wb") as log_file:
         children_before, server_before = _children_cpu_seconds(), time.process_time()
@@ -217,7 +235,7 @@ def run_tool(tool: str, command: list[str], output: Path, stats_glob: str, run: 
         raise BenchmarkError(f"{tool} exited with {completed.returncode}; its output ends with:\n{tail}")
     count, successes, failures = read_stats(sorted(output.glob(stats_glob)))
     result = RunResult(tool, run, seconds, count, successes, sum(server.hits.values()), cpu_seconds,
-                       server_cpu_seconds, failures)
+                       server_cpu_seconds, failures, settings)
     log.info("finished", tool=tool, run=run, seconds=round(seconds, 2), successes=successes, count=count,
              images_per_second=round(result.images_per_second, 1))
     return result
@@ -230,39 +248,43 @@ def check_result(result: RunResult, rows: int) -> None:
             f"({result.count} in its stats); failures by reason: {json.dumps(result.failures, indent=1)}")
 
 
-def summarize(results: list[RunResult]) -> dict[str, dict[str, float]]:
-    summary = {}
-    for tool in dict.fromkeys(r.tool for r in results):
-        runs = [r for r in results if r.tool == tool]
+def summarize(results: list[RunResult]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per settings, per tool: best and median images/s, median images per cpu-second."""
+    summary: dict[str, dict[str, dict[str, float]]] = {}
+    for key in dict.fromkeys((r.settings, r.tool) for r in results):
+        runs = [r for r in results if (r.settings, r.tool) == key]
         rates = [r.images_per_second for r in runs]
-        summary[tool] = {"best_images_per_second": max(rates), "median_images_per_second": statistics.median(rates),
-                         "median_images_per_cpu_second": statistics.median(r.successes / r.cpu_seconds for r in runs),
-                         "runs": len(runs)}
+        summary.setdefault(key[0], {})[key[1]] = {
+            "best_images_per_second": max(rates), "median_images_per_second": statistics.median(rates),
+            "median_images_per_cpu_second": statistics.median(r.successes / r.cpu_seconds for r in runs),
+            "runs": len(runs)}
     return summary
 
 
-def report(results: list[RunResult], summary: dict[str, dict[str, float]]) -> str:
-    lines = [f"{'tool':<12} {'run':>3} {'seconds':>8} {'ok':>6} {'requests':>8} {'img/s':>8} {'tool cpu s':>10} "
-             f"{'server cpu s':>12} {'img/cpu s':>9}"]
+def report(results: list[RunResult], summary: dict[str, dict[str, dict[str, float]]]) -> str:
+    lines = [f"{'settings':<9} {'tool':<12} {'run':>3} {'seconds':>8} {'ok':>6} {'requests':>8} {'img/s':>8} "
+             f"{'tool cpu s':>10} {'server cpu s':>12} {'img/cpu s':>9}"]
     for r in results:
-        lines.append(f"{r.tool:<12} {r.run:>3} {r.seconds:>8.2f} {r.successes:>6} {r.requests_served:>8} "
-                     f"{r.images_per_second:>8.1f} {r.cpu_seconds:>10.1f} {r.server_cpu_seconds:>12.1f} "
-                     f"{r.successes / r.cpu_seconds:>9.1f}")
-    if WINNOW in summary and IMG2DATASET in summary:
-        ours, theirs = summary[WINNOW]["best_images_per_second"], summary[IMG2DATASET]["best_images_per_second"]
-        lines.append(f"download: winnow {ours:.1f} img/s, img2dataset {theirs:.1f} img/s, "
-                     f"ratio {ours / theirs:.2f}x (best of {summary[WINNOW]['runs']} runs each)")
-        ours, theirs = (summary[WINNOW]["median_images_per_cpu_second"],
-                        summary[IMG2DATASET]["median_images_per_cpu_second"])
-        lines.append(f"cpu: winnow {ours:.1f} img per cpu-s, img2dataset {theirs:.1f} img per cpu-s, "
-                     f"ratio {ours / theirs:.2f}x (median; the server's cpu not counted)")
-    else:
-        for tool, figures in summary.items():
-            lines.append(f"download: {tool} {figures['best_images_per_second']:.1f} img/s")
+        lines.append(f"{r.settings:<9} {r.tool:<12} {r.run:>3} {r.seconds:>8.2f} {r.successes:>6} "
+                     f"{r.requests_served:>8} {r.images_per_second:>8.1f} {r.cpu_seconds:>10.1f} "
+                     f"{r.server_cpu_seconds:>12.1f} {r.successes / r.cpu_seconds:>9.1f}")
+    for settings, tools in summary.items():
+        if WINNOW in tools and IMG2DATASET in tools:
+            ours, theirs = tools[WINNOW]["best_images_per_second"], tools[IMG2DATASET]["best_images_per_second"]
+            lines.append(f"download ({settings}): winnow {ours:.1f} img/s, img2dataset {theirs:.1f} img/s, "
+                         f"ratio {ours / theirs:.2f}x (best of {tools[WINNOW]['runs']} runs each)")
+            ours, theirs = (tools[WINNOW]["median_images_per_cpu_second"],
+                            tools[IMG2DATASET]["median_images_per_cpu_second"])
+            lines.append(f"cpu ({settings}): winnow {ours:.1f} img per cpu-s, img2dataset {theirs:.1f} img per cpu-s, "
+                         f"ratio {ours / theirs:.2f}x (median; the server's cpu not counted)")
+        else:
+            for tool, figures in tools.items():
+                lines.append(f"download ({settings}): {tool} {figures['best_images_per_second']:.1f} img/s")
     return "\n".join(lines)
 
 
-def run_benchmark(settings: BenchmarkSettings, tools: list[str], work_dir: Path) -> tuple[list[RunResult], dict]:
+def run_benchmark(settings: BenchmarkSettings, tools: list[str], work_dir: Path,
+                  profiles: tuple[str, ...] = SETTINGS) -> tuple[list[RunResult], dict]:
     corpus = make_jpeg_corpus(DATA_DIR / f"corpus-{settings.min_side}", settings.sources, min_side=settings.min_side)
     img2dataset = ensure_img2dataset() if IMG2DATASET in tools else None
     if WINNOW in tools and not winnow_executable().exists():
@@ -278,19 +300,24 @@ def run_benchmark(settings: BenchmarkSettings, tools: list[str], work_dir: Path)
     with ImageServer(corpus[0].parent) as server:
         server.preload()
         write_pool(pool, corpus, server.base_url, settings.rows)
-        for run in range(1, settings.repeats + 1):
-            for tool in tools:
-                if tool == WINNOW:
-                    output = work_dir / "out-winnow"
-                    result = run_tool(tool, winnow_command(pool, output, settings), output,
-                                      "downloader/*_stats.json", run, server, log_dir)
-                else:
-                    output = work_dir / "out-img2dataset"
-                    result = run_tool(tool, img2dataset_command(img2dataset, pool, output, settings), output,
-                                      "*_stats.json", run, server, log_dir)
-                check_result(result, settings.rows)
-                results.append(result)
-                shutil.rmtree(output, ignore_errors=True)
+        for profile in profiles:
+            for run in range(1, settings.repeats + 1):
+                for tool in tools:
+                    output = work_dir / f"out-{tool}"
+                    if tool == WINNOW:
+                        command = (winnow_command(pool, output, settings) if profile == DATACOMP_SETTINGS else
+                                   defaults_command([str(winnow_executable()), "download", "--allow_networks",
+                                                     "127.0.0.0/8", "--disable_progress"], pool, output, settings))
+                        stats_glob = "*_stats.json"  # winnow download writes img2dataset's layout
+                    else:
+                        command = (img2dataset_command(img2dataset, pool, output, settings)
+                                   if profile == DATACOMP_SETTINGS else
+                                   defaults_command([str(img2dataset)], pool, output, settings))
+                        stats_glob = "*_stats.json"
+                    result = run_tool(tool, command, output, stats_glob, run, server, log_dir, profile)
+                    check_result(result, settings.rows)
+                    results.append(result)
+                    shutil.rmtree(output, ignore_errors=True)
     return results, summarize(results)
 
 
@@ -304,6 +331,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples-per-shard", type=int, default=defaults.samples_per_shard)
     parser.add_argument("--repeats", type=int, default=defaults.repeats, help="runs per tool, alternating")
     parser.add_argument("--tools", nargs="+", choices=[WINNOW, IMG2DATASET], default=[WINNOW, IMG2DATASET])
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(SETTINGS),
+                        help="datacomp: DataComp's download settings on both; defaults: img2dataset's defaults on both")
     parser.add_argument("--work-dir", type=Path, help="pool, outputs and logs (default: a temporary folder)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     return parser.parse_args(argv)
@@ -316,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                                  threads=args.threads, samples_per_shard=args.samples_per_shard, repeats=args.repeats)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="winnow-bench-download-"))
     try:
-        results, summary = run_benchmark(settings, args.tools, work_dir)
+        results, summary = run_benchmark(settings, args.tools, work_dir, tuple(args.settings))
     except BenchmarkError as exc:
         log.error("benchmark failed", error=str(exc), work_dir=str(work_dir))
         return 1
@@ -326,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         figures = {"settings": asdict(settings), "summary": summary,
                    "runs": [{**asdict(r), "images_per_second": r.images_per_second} for r in results]}
-        if WINNOW in summary and IMG2DATASET in summary:
-            figures["ratio"] = summary[WINNOW]["best_images_per_second"] / summary[IMG2DATASET]["best_images_per_second"]
+        figures["ratio"] = {name: tools[WINNOW]["best_images_per_second"] / tools[IMG2DATASET]["best_images_per_second"]
+                            for name, tools in summary.items() if WINNOW in tools and IMG2DATASET in tools}
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 

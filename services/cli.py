@@ -23,6 +23,7 @@ from services.filter.apply import BASELINES
 from services.report import cli as report_cli
 from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
+from services.downloader.options import recorded_options
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from services.pipeline import STAGE_NAMES
 from shared.deploy import cli as deploy_cli
@@ -34,7 +35,8 @@ from shared.summary import print_stage_summary
 
 
 def _add_run_parser(subparsers) -> None:
-    parser = subparsers.add_parser("run", help="run the pipeline in one process (embedded bus, local files)")
+    parser = subparsers.add_parser("run", help="run the pipeline in one process (embedded bus, local files)",
+                                   formatter_class=downloader_cli.Formatter)
     parser.add_argument("pool", nargs="?", help="pool file or directory (parquet, csv, tsv, json, jsonl, txt)")
     parser.add_argument("--out", required=True, help="job directory for every stage's shards")
     parser.add_argument("--example", action="store_true",
@@ -83,7 +85,8 @@ def run_command(args: argparse.Namespace) -> int:
     with example_pool(args) as pool:
         manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
                                caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
-                               max_samples=args.max_samples)
+                               max_samples=args.max_samples,
+                               options=recorded_options(args, downloader_cli.DATACOMP_PROFILE))
         console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
                       f"-> {manifest.job_root}")
         if manifest.sample_count == 0:
@@ -183,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # which options were given (download --scale)
     configure_logging(args.log_level, json_format=False)
     try:
         return args.func(args)

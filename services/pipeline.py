@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,11 +149,13 @@ def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stag
     finished: set[int] = set()
     seen: dict[str, set[int]] = {topic: set() for topic in output_topics}
     columns = [TextColumn("[bold]{task.description:<12}"), BarColumn(), MofNCompleteColumn(), TextColumn("shards"),
-               TimeElapsedColumn()]
+               TextColumn("{task.fields[samples]:>8} samples {task.fields[rate]:>7.1f}/s"), TimeElapsedColumn()]
+    started = time.monotonic()
     try:
         with Progress(*columns, console=console, disable=not show_progress) as progress:
-            bars = {topic: progress.add_task(stage.name, total=manifest.shard_count)
+            bars = {topic: progress.add_task(stage.name, total=manifest.shard_count, samples=0, rate=0.0)
                     for stage, topic in zip(stages, output_topics)}
+            samples = dict.fromkeys(output_topics, 0)
             while len(finished) < manifest.shard_count:
                 for message in observer.poll(timeout=0.5, max_messages=100):
                     if message.topic.endswith(".dlq"):
@@ -160,10 +163,14 @@ def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stag
                         dead_letters.append(letter)
                         finished.add(letter.ref.shard_id)
                     else:
-                        shard_id = decode_ref(message.value).shard_id
+                        ref = decode_ref(message.value)
+                        shard_id = ref.shard_id
                         if shard_id not in seen[message.topic]:  # at-least-once: count each shard once
                             seen[message.topic].add(shard_id)
-                            progress.advance(bars[message.topic])
+                            samples[message.topic] += ref.sample_count
+                            # samples/s of each stage since the run began: what it has got through
+                            progress.update(bars[message.topic], advance=1, samples=samples[message.topic],
+                                            rate=samples[message.topic] / max(time.monotonic() - started, 1e-6))
                         if message.topic == output_topics[-1]:
                             finished.add(shard_id)
                     observer.commit(message)

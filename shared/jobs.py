@@ -31,11 +31,15 @@ class JobManifest:
     sample_count: int
     samples_per_shard: int
     created: float
+    # The options the job was made with (``winnow download``/``run`` record them), so a rerun
+    # with other options can be refused and ``redownload`` can use the same ones.
+    options: dict = field(default_factory=dict)
+    shard_sizes: list = field(default_factory=list)  # set when a job was extended; else all full but the last
 
     @classmethod
     def load(cls, job_root: str) -> JobManifest:
         data = json.loads(storage.read_text(storage.join(job_root, MANIFEST)))
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     @staticmethod
     def exists(job_root: str) -> bool:
@@ -44,10 +48,16 @@ class JobManifest:
     def save(self) -> None:
         storage.write_text(storage.join(self.job_root, MANIFEST), json.dumps(asdict(self), indent=1))
 
+    def sizes(self) -> list[int]:
+        """Samples in each pool slice."""
+        if self.shard_sizes:
+            return list(self.shard_sizes)
+        return [min(self.samples_per_shard, self.sample_count - i * self.samples_per_shard)
+                for i in range(self.shard_count)]
+
     def pool_refs(self) -> list[ShardRef]:
         """One ShardRef per pool slice: the first stage's work items."""
-        counts = [min(self.samples_per_shard, self.sample_count - i * self.samples_per_shard)
-                  for i in range(self.shard_count)]
+        counts = self.sizes()
         return [make_ref(job_id=self.job_id, shard_id=i, stage=POOL_STAGE,
                          uri=shard_prefix(storage.join(self.job_root, POOL_STAGE), i), sample_count=n,
                          job_root=self.job_root, shard_count=self.shard_count)

@@ -92,10 +92,11 @@ def is_complete(prefix: str) -> bool:
     return storage.exists(stats_uri(prefix))
 
 
-def sample_key(shard_id: int, index: int, samples_per_shard: int) -> str:
-    """img2dataset's key: the shard id on 8 digits, then the index on as many as the shard needs."""
+def sample_key(shard_id: int, index: int, samples_per_shard: int, shard_digits: int = 8) -> str:
+    """img2dataset's key: the shard id on ``shard_digits`` digits (its ``oom_shard_count``; DataComp's
+    8), then the index on as many as the shard needs."""
     width = max(1, math.ceil(math.log10(max(samples_per_shard, 2))))
-    return f"{shard_id:08d}{index:0{width}d}"
+    return f"{shard_id:0{shard_digits}d}{index:0{width}d}"
 
 
 def check_schema_version(version: int) -> None:
@@ -187,14 +188,24 @@ class ShardWriter:
     """Writes one shard: samples stream into a local tar, rows into the ledger, the marker last.
 
     ``extra_schema`` types the pool's own columns (DataComp scores, bboxes, ...) that ride
-    along in the parquet; columns not in it are inferred.
+    along in the parquet; columns not in it are inferred. ``core_schema`` replaces the leading
+    columns (the downloader's img2dataset layout names and types them as img2dataset does).
+    ``members`` says where a kept sample's files go: ``tar`` (webdataset), ``files`` (a
+    ``{prefix}/`` folder of ``{key}.{ext}`` files, img2dataset's ``files`` format) or ``none``
+    (the caller puts the bytes in the ledger, img2dataset's ``parquet`` format).
     """
 
     def __init__(self, prefix: str, *, stage: str, job_id: str, shard_id: int,
-                 extra_schema: pa.Schema | None = None) -> None:
+                 extra_schema: pa.Schema | None = None, core_schema: pa.Schema | None = None,
+                 members: str = "tar") -> None:
+        if members not in ("tar", "files", "none"):
+            raise ValueError(f"members must be tar, files or none, got {members!r}")
         self.prefix = prefix
         self.stats = ShardStats(stage=stage, job_id=job_id, shard_id=shard_id)
         self._extra_schema = extra_schema or pa.schema([])
+        self._core_schema = core_schema if core_schema is not None else CORE_SCHEMA
+        self._members = members
+        self._member_files: list[str] = []
         self._rows: list[dict[str, Any]] = []
         storage.remove_partial_writes(prefix)
         self._tmpdir = tempfile.TemporaryDirectory(prefix="winnow-shard-")
@@ -211,8 +222,14 @@ class ShardWriter:
             if status != SUCCESS:
                 raise ValueError(f"only kept samples go into the tar; {row.get('key')} has status {status}")
             for ext, data in files.items():
-                info, payload = _tar_member(f"{row['key']}.{ext}", data)
-                self._tar.addfile(info, payload)
+                if self._members == "files":
+                    name = f"{row['key']}.{ext}"
+                    with open(os.path.join(self._tmpdir.name, name), "wb") as handle:
+                        handle.write(data)
+                    self._member_files.append(name)
+                elif self._members == "tar":
+                    info, payload = _tar_member(f"{row['key']}.{ext}", data)
+                    self._tar.addfile(info, payload)
         self._rows.append(dict(row))
         self.stats.record(status, row.get("reason"))
 
@@ -228,8 +245,9 @@ class ShardWriter:
         self._rows.append(dict(row))
 
     def _table(self) -> pa.Table:
-        extra_names = [n for n in dict.fromkeys(k for r in self._rows for k in r) if n not in CORE_SCHEMA.names]
-        fields = list(CORE_SCHEMA)
+        core = self._core_schema
+        extra_names = [n for n in dict.fromkeys(k for r in self._rows for k in r) if n not in core.names]
+        fields = list(core)
         for name in extra_names:
             if name in self._extra_schema.names:
                 fields.append(self._extra_schema.field(name))
@@ -250,7 +268,12 @@ class ShardWriter:
         self._closed = True
         try:
             self._tar.close()
-            storage.put_file(self._tar_path, f"{self.prefix}.tar")
+            if self._members == "tar":
+                storage.put_file(self._tar_path, f"{self.prefix}.tar")
+            elif self._members == "files":
+                storage.makedirs(self.prefix)
+                for name in self._member_files:
+                    storage.put_file(os.path.join(self._tmpdir.name, name), storage.join(self.prefix, name))
             buffer = io.BytesIO()
             pq.write_table(self._table(), buffer, compression="zstd")
             storage.write_bytes(f"{self.prefix}.parquet", buffer.getvalue())

@@ -27,6 +27,11 @@ def _stats(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((folder / "downloader").glob("*_stats.json"))]
 
 
+def _download_stats(folder: Path) -> list[dict]:
+    """``winnow download`` writes img2dataset's layout: shards straight in the output folder."""
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*_stats.json"))]
+
+
 def test_download_then_resume_then_redownload_only_the_failed(web, tmp_path, unique):
     names = web.names()[:5]
     urls = [web.img_url(n) for n in names] + [web.url(f"/flaky503/{unique}/{names[0]}"), web.url("/status/404")]
@@ -35,29 +40,31 @@ def test_download_then_resume_then_redownload_only_the_failed(web, tmp_path, uni
     out = tmp_path / "out"
     common = ["--output_folder", str(out), "--allow_networks", "127.0.0.0/8", "--retries", "0",
               "--disable_progress"]
-    first = winnow("download", "--url_list", str(pool), "--input_format", "csv", "--url_col", "link",
-                   "--caption_col", "caption", "--number_sample_per_shard", "4", "--image_size", "128",
-                   "--resize_mode", "center_crop", *common)
+    command = ["download", "--url_list", str(pool), "--input_format", "csv", "--url_col", "link",
+               "--caption_col", "caption", "--number_sample_per_shard", "4", "--image_size", "128",
+               "--resize_mode", "center_crop", "--output_format", "webdataset", *common]
+    first = winnow(*command)
     assert first.returncode == 0, first.stderr
     assert "http_503: 1" in first.stdout and "http_404: 1" in first.stdout
-    assert [s["successes"] for s in _stats(out)] == [4, 1]
-    table = pa.concat_tables([read_table(str(out / "downloader" / f"{i:08d}")) for i in range(2)])
+    assert [s["successes"] for s in _download_stats(out)] == [4, 1]
+    table = pa.concat_tables([read_table(str(out / f"{i:05d}")) for i in range(2)])
     assert set(zip(table["width"].to_pylist(), table["height"].to_pylist())) - {(None, None)} == {(128, 128)}
 
     hits = sum(web.hits.values())
-    again = winnow("download", "--url_list", str(pool), "--input_format", "csv", "--url_col", "link",
-                   "--caption_col", "caption", "--number_sample_per_shard", "4", *common)
+    again = winnow(*command)
     assert again.returncode == 0, again.stderr
     assert sum(web.hits.values()) == hits, "a finished job is not downloaded again"
+    assert "skipping 2 of 2 shards already finished" in again.stdout
 
     not_found_hits = web.hits["/status/404"]
-    retry = winnow("redownload", "--output_folder", str(out), "--allow_networks", "127.0.0.0/8",
-                   "--image_size", "128", "--resize_mode", "center_crop")
+    # No resize options: redownload uses the job's own (128 px, center_crop).
+    retry = winnow("redownload", "--output_folder", str(out))
     assert retry.returncode == 0, retry.stderr
     assert "retried 1 samples in 1 shards: 1 recovered" in retry.stdout
-    assert [s["successes"] for s in _stats(out)] == [4, 2]
+    assert [s["successes"] for s in _download_stats(out)] == [4, 2]
     assert web.hits["/status/404"] == not_found_hits, "a 404 is final and not retried"
-    ledger = read_table(str(out / "downloader" / "00000001"))
+    ledger = read_table(str(out / "00001"))
+    assert ledger["width"].to_pylist()[:2] == [128, 128]
     assert ledger["status"].to_pylist() == ["success", "success", "failed_to_download"]
 
 
@@ -77,12 +84,13 @@ def test_download_straight_to_s3(web, s3_server, s3_bucket, tmp_path):
     pool = tmp_path / "pool.parquet"
     pq.write_table(pa.table({"url": [web.img_url(n) for n in web.names()[:3]], "text": ["a", "b", "c"]}), pool)
     result = winnow("download", "--url_list", str(pool), "--output_folder", f"{s3_bucket}/job",
-                    "--allow_networks", "127.0.0.0/8", "--disable_progress", env=s3_server.env)
+                    "--output_format", "webdataset", "--allow_networks", "127.0.0.0/8", "--disable_progress",
+                    env=s3_server.env)
     assert result.returncode == 0, result.stderr
     fs = fsspec.filesystem("s3", **s3_server.storage_options)
-    listed = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/job/downloader"))
-    assert listed == ["00000000.parquet", "00000000.tar", "00000000_stats.json"]
-    assert read_table(f"{s3_bucket}/job/downloader/00000000")["status"].to_pylist() == ["success"] * 3
+    listed = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{s3_bucket}/job"))
+    assert listed == ["00000.parquet", "00000.tar", "00000_stats.json", "job.json", "pool"]
+    assert read_table(f"{s3_bucket}/job/00000")["status"].to_pylist() == ["success"] * 3
 
 
 def test_bad_input_gets_a_clear_error(tmp_path):

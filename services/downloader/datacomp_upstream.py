@@ -28,10 +28,10 @@ import argparse
 import logging
 import os
 import shutil
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.downloader.stage import DownloadOptions, DownloadStage
+from services.downloader.stage import DownloadOptions
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,6 @@ def hub_repo(scale: str) -> str:
     if scale not in SCALES:
         raise ValueError(f"--scale must be one of {', '.join(SCALES)}; got {scale!r}")
     return "mlfoundations/datacomp_1b" if scale == "datacomp_1b" else f"mlfoundations/datacomp_{scale}"
-
-
-class DataCompShardStage(DownloadStage):
-    """The downloader writing into ``DIR/shards``, where DataComp's download puts its shards."""
-
-    name = SHARDS_DIRNAME
 
 
 @dataclass(frozen=True)
@@ -125,25 +119,31 @@ def fetch_metadata(config: UpstreamConfig, *, show_progress: bool = True) -> Pat
     return folder
 
 
-def datacomp_download_options(base: DownloadOptions, *, skip_bbox_blurring: bool) -> DownloadOptions:
-    """``base`` with DataComp's settings: no hash verification, faces of ``face_bboxes`` blurred.
+def datacomp_download_options(args: argparse.Namespace) -> DownloadOptions:
+    """The download options DataComp's script passes img2dataset, with those given on the command line
+    on top: DataComp's defaults (512 px, ``keep_ratio_largest``, resize only if bigger, no hash
+    verification, the faces of ``face_bboxes`` blurred unless ``--skip_bbox_blurring``), not
+    ``winnow download``'s img2dataset defaults; shards in ``DIR/shards``, named ``{shard:08d}``."""
+    from services.downloader.cli import DATACOMP_PROFILE, download_options
+    from services.downloader.options import DATACOMP, add_shared_options
 
-    Blurring at download is img2dataset's ``bbox_col``; it is passed here, by that name, as soon as
-    winnow's downloader has it. Until then the boxes stay in the ledger (``face_bboxes`` rides
-    along) and the resharder blurs from them (``winnow reshard --apply-blur``), as DataComp's
-    resharder can.
-    """
-    options = replace(base, verify_hash=False)
-    bbox_col = None if skip_bbox_blurring else DATACOMP_BBOX_COL
-    if "bbox_col" in {f.name for f in fields(DownloadOptions)}:
-        return replace(options, bbox_col=bbox_col)
-    if bbox_col:
-        log.warning("this downloader cannot blur at download yet: faces stay unblurred in %s/; blur them "
-                    "from face_bboxes with `winnow reshard --apply-blur` or the blur stage", SHARDS_DIRNAME)
-    return options
+    given = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_shared_options(given, DATACOMP)
+    for action in given._actions:
+        action.default = argparse.SUPPRESS
+    explicit = vars(given.parse_known_args(getattr(args, "argv", []))[0])
+    defaults = argparse.ArgumentParser(add_help=False)
+    add_shared_options(defaults, DATACOMP)
+    merged = vars(defaults.parse_args([]))
+    merged.update(explicit)
+    merged["skip_bbox_blurring"] = args.skip_bbox_blurring
+    if args.no_resize_only_if_bigger:
+        merged["resize_only_if_bigger"] = False
+    options = download_options(argparse.Namespace(**merged), DATACOMP_PROFILE)
+    return replace(options, layout=replace(options.layout, shard_dir=SHARDS_DIRNAME), verify_hash=None)
 
 
-def download_upstream(config: UpstreamConfig, base_options: DownloadOptions, *, processes: int = 1,
+def download_upstream(config: UpstreamConfig, options: DownloadOptions, *, processes: int = 1,
                       show_progress: bool = True, samples_per_shard: int = DATACOMP_SAMPLES_PER_SHARD):
     """DataComp's ``download_upstream.py``: the metadata, then (unless ``skip_shards``) the shards.
 
@@ -156,10 +156,11 @@ def download_upstream(config: UpstreamConfig, base_options: DownloadOptions, *, 
     if config.skip_shards:
         log.info("--skip_shards: metadata only, in %s", metadata)
         return None
-    options = datacomp_download_options(base_options, skip_bbox_blurring=config.skip_bbox_blurring)
     manifest = prepare_job(str(metadata), config.data_dir, input_format="parquet", url_col="url",
                            caption_col="text", samples_per_shard=samples_per_shard)
-    download_refs(manifest.pool_refs(), options, processes, show_progress, stage_class=DataCompShardStage)
+    failed = download_refs(manifest.pool_refs(), options, processes, show_progress)
+    for shard_id, error in failed:
+        log.error("shard %d failed: %s", shard_id, error)
     return manifest
 
 
@@ -179,26 +180,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="resize small images up too (DataComp's spelling of --resize_only_if_bigger false)")
 
 
-def run(args: argparse.Namespace, base_options: DownloadOptions) -> int:
+def run(args: argparse.Namespace) -> int:
     """``winnow download --scale ...``."""
     from rich.console import Console
 
-    from shared.jobs import stage_totals
+    from services.downloader.cli import download_totals
     from shared.summary import print_stage_summary
 
     if not args.data_dir:
         raise SystemExit("winnow download: --scale needs --data_dir (shards go to DATA_DIR/shards)")
-    if args.url_list or args.output_folder:
+    if args.url_list or "--output_folder" in getattr(args, "argv", []):
         raise SystemExit("winnow download: --scale fetches the pool itself; leave out --url_list and --output_folder")
     config = UpstreamConfig(scale=args.scale, data_dir=args.data_dir, metadata_dir=args.metadata_dir,
                             download_npz=args.download_npz, skip_shards=args.skip_shards,
                             overwrite_metadata=args.overwrite_metadata, skip_bbox_blurring=args.skip_bbox_blurring)
     console = Console()
-    manifest = download_upstream(config, base_options, processes=args.processes_count,
+    options = datacomp_download_options(args)
+    manifest = download_upstream(config, options, processes=args.processes_count,
                                  show_progress=not args.disable_progress,
                                  samples_per_shard=args.number_sample_per_shard)
     if manifest is None:
         console.print(f"metadata of {hub_repo(args.scale)} in {config.metadata_path} (--skip_shards: no images)")
         return 0
-    print_stage_summary(console, [stage_totals(manifest.job_root, DataCompShardStage.name)])
+    print_stage_summary(console, [download_totals(manifest.job_root, options.layout)])
     return 0

@@ -7,7 +7,19 @@
 - ``X-Robots-Tag`` opt-outs (``noai``, ``noimageai``, ``noindex``, ``noimageindex``, ``none``),
   for everyone or for our user-agent token, are honoured and recorded as ``opt_out``.
 - Retries with exponential backoff and jitter on 429, 5xx, timeouts and broken connections;
-  ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap.
+  ``Retry-After`` (seconds or an HTTP date) is honoured up to a cap. The loop is our own rather
+  than urllib3's ``Retry`` or tenacity: it must retry failures raised while the body streams
+  (truncation, the whole-request deadline), give up with ``rate_limited`` when ``Retry-After``
+  is over the cap instead of sleeping through it, and re-run the address guard on each
+  redirect hop, which ``Retry`` cannot do from inside ``urlopen``.
+- A refused connection is ``connection_refused`` and is not retried (urllib3 raises it as a
+  subclass of its connect-timeout error, so it is told apart before timeouts).
+- ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY`` (``ProxySettings.from_environment``): requests go
+  through the proxy; the address guard then judges the target by resolving its name here,
+  before the request is sent, since the socket's peer is the proxy. What the proxy itself
+  resolves (DNS rebinding behind it) and where it forwards redirects is out of our sight.
+- ``respect_robots_txt``: each host's ``robots.txt`` is read once (protego) and disallowed
+  URLs are recorded as ``robots_disallowed``.
 - At most ``per_domain_concurrency`` requests in flight per host.
 """
 
@@ -16,22 +28,26 @@ from __future__ import annotations
 import email.utils
 import ipaddress
 import http.client
+import os
 import random
 import socket
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import HTTPError, IncompleteRead, LocationParseError, NameResolutionError, TimeoutError
+from urllib3.exceptions import (HTTPError, IncompleteRead, LocationParseError, NameResolutionError, SSLError,
+                                TimeoutError)
 
 from services.downloader.address_guard import AddressPolicy, BlockedAddressError
 
 DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; winnow/0.1; +https://github.com/winnow-data/winnow)"
 DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex", "none")
+ROBOTS_MAX_BYTES = 512 * 1024  # Google reads the first 500 KiB of a robots.txt
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 RETRY_CODES = frozenset({429, 500, 502, 503, 504})
 
@@ -60,6 +76,35 @@ class FetchOptions:
     disallowed_header_directives: tuple[str, ...] = DISALLOWED_DIRECTIVES
     per_domain_concurrency: int = 8
     allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the address guard, e.g. ("127.0.0.0/8",)
+    ignore_ssl_certificate: bool = False  # img2dataset's option: do not verify TLS certificates
+    respect_robots_txt: bool = False  # off, as in img2dataset; its users asked for it (img2dataset#48)
+    proxies: ProxySettings | None = None  # None: no proxy
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """The proxies of ``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``, read once by the caller."""
+
+    http: str = ""
+    https: str = ""
+    no_proxy: str = ""
+
+    @classmethod
+    def from_environment(cls, environ: dict[str, str] | None = None) -> ProxySettings | None:
+        env = os.environ if environ is None else environ
+        found = {name: env.get(name.upper()) or env.get(name.lower()) or "" for name in ("http_proxy", "https_proxy",
+                                                                                        "no_proxy")}
+        if not found["http_proxy"] and not found["https_proxy"]:
+            return None
+        return cls(found["http_proxy"], found["https_proxy"], found["no_proxy"])
+
+    def proxy_for(self, scheme: str, host: str) -> str | None:
+        proxy = self.https if scheme == "https" else self.http
+        if not proxy:
+            return None
+        if self.no_proxy and urllib.request.proxy_bypass_environment(host, {"no": self.no_proxy}):
+            return None
+        return proxy
 
 
 def opted_out(header_values: list[str], token: str, disallowed: tuple[str, ...]) -> str | None:
@@ -162,11 +207,16 @@ class HttpFetcher:
     def __init__(self, options: FetchOptions | None = None) -> None:
         self.options = options or FetchOptions()
         self.policy = AddressPolicy.from_strings(self.options.allow_networks)
-        self._pool = urllib3.PoolManager(num_pools=256, maxsize=self.options.per_domain_concurrency, block=False,
-                                         retries=False)
+        tls = {"cert_reqs": "CERT_NONE"} if self.options.ignore_ssl_certificate else {}
+        self._pool_kwargs = dict(num_pools=256, maxsize=self.options.per_domain_concurrency, block=False,
+                                 retries=False, **tls)
+        self._pool = urllib3.PoolManager(**self._pool_kwargs)
         self._pool.pool_classes_by_scheme = _guarded_pool_classes(self.policy)
+        self._proxy_pools: dict[str, urllib3.ProxyManager] = {}
         self._domain_slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
+        self._robots: dict[str, object] = {}
+        self._robots_lock = threading.Lock()
 
     def _slot(self, host: str) -> threading.BoundedSemaphore:
         with self._slots_lock:
@@ -203,6 +253,8 @@ class HttpFetcher:
                 raise FetchError("unsupported_scheme", f"only http and https URLs are fetched, not {parts.scheme!r}")
             if not host:
                 raise FetchError("invalid_url", f"URL has no host: {url!r}")
+            if self.options.respect_robots_txt and not self._robots_allow(url, parts, deadline):
+                raise FetchError("robots_disallowed", f"robots.txt of {host} disallows {url}")
             with self._slot(host):
                 location, body = self._request(url, deadline)
             if location is None:
@@ -220,8 +272,9 @@ class HttpFetcher:
             raise FetchError("timeout", "total time cap reached", retryable=True)
         timeout = urllib3.Timeout(connect=min(self.options.timeout, remaining), read=min(self.options.timeout, remaining))
         try:
-            response = self._pool.request("GET", url, headers={"User-Agent": self.options.user_agent},
-                                          preload_content=False, redirect=False, retries=False, timeout=timeout)
+            pool = self._pool_for(url)
+            response = pool.request("GET", url, headers={"User-Agent": self.options.user_agent},
+                                    preload_content=False, redirect=False, retries=False, timeout=timeout)
         except BlockedAddressError as exc:
             raise FetchError("blocked_address", str(exc)) from exc
         except (LocationParseError, ValueError) as exc:
@@ -232,6 +285,51 @@ class HttpFetcher:
             return self._read_response(response, deadline)
         finally:
             response.release_conn()
+
+    def _pool_for(self, url: str):
+        """The guarded pool, or a proxy's pool once the target's resolved addresses pass the guard."""
+        proxies = self.options.proxies
+        parts = urlsplit(url)
+        proxy = proxies.proxy_for(parts.scheme, parts.hostname) if proxies is not None else None
+        if proxy is None:
+            return self._pool
+        # The socket's peer is the proxy, so the target is judged by name resolution here.
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = ([parts.hostname] if _is_ip_literal(parts.hostname) else
+                         sorted({i[4][0] for i in socket.getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)}))
+        except (socket.gaierror, UnicodeError) as exc:
+            raise FetchError("dns_error", f"name resolution failed for {parts.hostname}: {exc}") from exc
+        for address in addresses:
+            reason = self.policy.refusal(address)
+            if reason is not None:
+                raise BlockedAddressError(f"refused to send {parts.hostname} to the proxy: {reason}")
+        with self._slots_lock:
+            manager = self._proxy_pools.get(proxy)
+            if manager is None:
+                manager = self._proxy_pools[proxy] = urllib3.ProxyManager(proxy, **self._pool_kwargs)
+            return manager
+
+    def _robots_allow(self, url: str, parts, deadline: float) -> bool:
+        """Whether the host's robots.txt lets our token fetch ``url`` (read once per host, then cached)."""
+        from protego import Protego  # only when asked for
+
+        origin = f"{parts.scheme}://{parts.netloc}"
+        with self._robots_lock:
+            rules = self._robots.get(origin)
+        if rules is None:
+            text = ""
+            try:
+                with self._slot(parts.hostname):
+                    location, body = self._request(f"{origin}/robots.txt", deadline)
+                if location is None:
+                    text = body[:ROBOTS_MAX_BYTES].decode("utf-8", errors="replace")
+            except FetchError:
+                text = ""  # no readable robots.txt: everything is allowed, as crawlers read it
+            rules = Protego.parse(text)
+            with self._robots_lock:
+                self._robots[origin] = rules
+        return rules.can_fetch(url, self.options.user_agent_token)
 
     def _read_response(self, response, deadline: float) -> tuple[str | None, bytes]:
         status = response.status
@@ -280,6 +378,11 @@ class HttpFetcher:
             return FetchError("blocked_address", str(blocked))
         if _caused_by(exc, NameResolutionError) is not None:
             return FetchError("dns_error", f"name resolution failed: {exc}")
+        if _caused_by(exc, SSLError) is not None:
+            return FetchError("ssl_error", f"TLS failed: {exc}")
+        # Before timeouts: urllib3's NewConnectionError subclasses its ConnectTimeoutError.
+        if _caused_by(exc, ConnectionRefusedError) is not None or "connection refused" in str(exc).lower():
+            return FetchError("connection_refused", f"connection refused: {exc}")
         if _caused_by(exc, TimeoutError) is not None or "timed out" in str(exc).lower():
             return FetchError("timeout", f"timed out: {exc}", retryable=True)
         if _caused_by(exc, IncompleteRead) is not None or _caused_by(exc, http.client.IncompleteRead) is not None:
@@ -288,3 +391,5 @@ class HttpFetcher:
 
     def close(self) -> None:
         self._pool.clear()
+        for manager in self._proxy_pools.values():
+            manager.clear()

@@ -9,6 +9,7 @@ its uids.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import time
@@ -25,7 +26,11 @@ from shared.jobs import POOL_STAGE, JobManifest
 from shared.messages import ShardRef
 from shared.shards import ShardFormatError, shard_prefix
 
-FORMATS = ("parquet", "csv", "tsv", "json", "jsonl", "txt")
+BASE_FORMATS = ("parquet", "csv", "tsv", "json", "jsonl", "txt")
+# img2dataset's input formats: the text ones may be gzip-compressed (``csv.gz``, ...).
+FORMATS = (*BASE_FORMATS, *(f"{f}.gz" for f in BASE_FORMATS if f != "parquet"))
+_SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".ndjson"),
+             "json": (".json",), "txt": (".txt",)}
 DEFAULT_SAMPLES_PER_SHARD = 10_000
 
 
@@ -34,15 +39,33 @@ class PoolFormatError(ValueError):
 
 
 def infer_format(uri: str) -> str:
+    """The format a file name says (``pool.csv.gz`` is ``csv.gz``); a folder is read by its files' names."""
     lowered = uri.lower().rstrip("/")
-    for fmt, suffixes in {"parquet": (".parquet", ".pq"), "csv": (".csv",), "tsv": (".tsv",),
-                          "jsonl": (".jsonl", ".ndjson"), "json": (".json",), "txt": (".txt",)}.items():
-        if lowered.endswith(suffixes):
-            return fmt
+    compressed = lowered.endswith(".gz")
+    stem = lowered[:-3] if compressed else lowered
+    for fmt, suffixes in _SUFFIXES.items():
+        if stem.endswith(suffixes):
+            if compressed and fmt == "parquet":
+                break
+            return f"{fmt}.gz" if compressed else fmt
     fs, path = storage.filesystem(uri)
     if fs.isdir(path):
-        return "parquet"
-    raise PoolFormatError(f"cannot tell the format of {uri!r}; pass input_format (one of {FORMATS})")
+        names = sorted(fs.find(path))
+        for fmt in ("parquet", *FORMATS):
+            if any(infer_format_of_name(n) == fmt for n in names):
+                return fmt
+        raise PoolFormatError(f"{uri} is a folder with no file of a known format ({', '.join(FORMATS)})")
+    raise PoolFormatError(f"cannot tell the format of {uri!r}; pass input_format (one of {', '.join(FORMATS)})")
+
+
+def infer_format_of_name(name: str) -> str | None:
+    lowered = name.lower()
+    compressed = lowered.endswith(".gz")
+    stem = lowered[:-3] if compressed else lowered
+    for fmt, suffixes in _SUFFIXES.items():
+        if stem.endswith(suffixes) and not (compressed and fmt == "parquet"):
+            return f"{fmt}.gz" if compressed else fmt
+    return None
 
 
 def _read_table(uri: str, fmt: str, url_col: str, caption_col: str | None) -> pa.Table:
@@ -57,7 +80,20 @@ def _read_table(uri: str, fmt: str, url_col: str, caption_col: str | None) -> pa
                     raise PoolFormatError(f"{uri} holds no .parquet files")
                 return pads.dataset(files, filesystem=fs, format="parquet").to_table()
             return pads.dataset(path, filesystem=fs, format="parquet").to_table()
+        if fs.isdir(path):  # a folder of files of this format, read in name order (as img2dataset does)
+            files = [f for f in sorted(fs.find(path)) if infer_format_of_name(f) == fmt]
+            if not files:
+                raise PoolFormatError(f"{uri} holds no {fmt} files")
+            tables = [_read_table(fs.unstrip_protocol(f) if "://" in uri else f, fmt, url_col, caption_col)
+                      for f in files]
+            return pa.concat_tables(tables, promote_options="default")
         raw = fs.cat_file(path)
+        if fmt.endswith(".gz"):
+            try:
+                raw = gzip.decompress(raw)
+            except (OSError, EOFError) as exc:
+                raise PoolFormatError(f"cannot read {uri} as {fmt}: not a complete gzip file ({exc})") from exc
+            fmt = fmt[:-3]
         if fmt == "txt":
             urls = [line.strip() for line in raw.decode("utf-8", errors="replace").splitlines() if line.strip()]
             return pa.table({url_col: pa.array(urls, pa.string())})
@@ -86,8 +122,12 @@ def generate_uid(url: str, text: str | None) -> str:
 
 
 def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption_col: str | None = "text",
-              max_samples: int = 0) -> pa.Table:
-    """The pool as a table with ``uid``, ``url``, ``text`` first and the other columns after."""
+              max_samples: int = 0, keep_columns: tuple[str, ...] | None = None) -> pa.Table:
+    """The pool as a table with ``uid``, ``url``, ``text`` first and the other columns after.
+
+    ``keep_columns``: which other columns ride along (img2dataset's ``save_additional_columns``);
+    None keeps every one (DataComp's flow). A listed column the pool lacks is an error.
+    """
     if not storage.exists(uri):
         raise FileNotFoundError(f"no pool at {uri}")
     fmt = input_format or infer_format(uri)
@@ -111,32 +151,57 @@ def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption
     else:
         uids = pa.array([generate_uid(u or "", t) for u, t in zip(urls.to_pylist(), texts.to_pylist())], pa.string())
     rest = [n for n in table.column_names if n not in {"uid", url_col, caption_col, "url", "text"}]
+    if keep_columns is not None:
+        missing = [n for n in keep_columns if n not in table.column_names and n != "uid"]  # uid: generated
+        if missing:
+            raise PoolFormatError(f"{uri} has no column {missing[0]!r} to save; its columns are {table.column_names}")
+        rest = [n for n in keep_columns if n in rest]
     return pa.table([uids, urls, texts, *[table[n] for n in rest]], names=["uid", "url", "text", *rest])
 
 
 def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format: str = "", url_col: str = "url",
                 caption_col: str | None = "text", samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
-                max_samples: int = 0) -> JobManifest:
-    """Cut the pool into slices under ``job_root/pool`` and write the manifest (once per job)."""
+                max_samples: int = 0, keep_columns: tuple[str, ...] | None = None, options: dict | None = None,
+                extend: bool = False) -> JobManifest:
+    """Cut the pool into slices under ``job_root/pool`` and write the manifest (once per job).
+
+    ``extend``: an existing job gets this pool as new shards after its last one (img2dataset's
+    ``incremental_mode extend``); ``options`` are recorded in the manifest.
+    """
     if samples_per_shard <= 0:
         raise ValueError(f"samples_per_shard must be positive, got {samples_per_shard}")
-    if storage.exists(storage.join(job_root, "job.json")):
-        manifest = JobManifest.load(job_root)
-        if job_id and manifest.job_id != job_id:
-            raise ValueError(f"{job_root} already holds job {manifest.job_id}, not {job_id}")
-        return manifest
+    existing = JobManifest.load(job_root) if storage.exists(storage.join(job_root, "job.json")) else None
+    if existing is not None and not extend:
+        if job_id and existing.job_id != job_id:
+            raise ValueError(f"{job_root} already holds job {existing.job_id}, not {job_id}")
+        return existing
     table = read_pool(pool_uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
-                      max_samples=max_samples)
+                      max_samples=max_samples, keep_columns=keep_columns)
+    first = existing.shard_count if existing is not None else 0
+    if existing is not None:
+        samples_per_shard = existing.samples_per_shard
     shard_count = max(1, -(-len(table) // samples_per_shard)) if len(table) else 0
-    for shard_id in range(shard_count):
+    for index in range(shard_count):
         buffer = io.BytesIO()
-        pq.write_table(table.slice(shard_id * samples_per_shard, samples_per_shard), buffer)
-        storage.write_bytes(shard_prefix(storage.join(job_root, POOL_STAGE), shard_id) + ".parquet", buffer.getvalue())
-    manifest = JobManifest(job_id=job_id or uuid.uuid4().hex[:16], job_root=job_root, pool_uri=pool_uri,
-                           shard_count=shard_count, sample_count=len(table), samples_per_shard=samples_per_shard,
-                           created=time.time())
+        pq.write_table(table.slice(index * samples_per_shard, samples_per_shard), buffer)
+        storage.write_bytes(shard_prefix(storage.join(job_root, POOL_STAGE), first + index) + ".parquet",
+                            buffer.getvalue())
+    if existing is not None:
+        manifest = JobManifest(job_id=existing.job_id, job_root=job_root, pool_uri=existing.pool_uri,
+                               shard_count=first + shard_count, sample_count=existing.sample_count + len(table),
+                               samples_per_shard=samples_per_shard, created=existing.created,
+                               options=options or existing.options,
+                               shard_sizes=[*existing.sizes(), *_slice_sizes(len(table), samples_per_shard)])
+    else:
+        manifest = JobManifest(job_id=job_id or uuid.uuid4().hex[:16], job_root=job_root, pool_uri=pool_uri,
+                               shard_count=shard_count, sample_count=len(table), samples_per_shard=samples_per_shard,
+                               created=time.time(), options=options or {})
     manifest.save()
     return manifest
+
+
+def _slice_sizes(rows: int, samples_per_shard: int) -> list[int]:
+    return [min(samples_per_shard, rows - i * samples_per_shard) for i in range(-(-rows // samples_per_shard))]
 
 
 def read_pool_slice(ref: ShardRef) -> pa.Table:

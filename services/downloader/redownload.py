@@ -11,7 +11,8 @@ from collections.abc import Set
 from dataclasses import dataclass
 
 from services.downloader.fetch import HttpFetcher
-from services.downloader.stage import STAGE_NAME, DownloadOptions, download_sample, ledger_row, ordered_map, sample_files
+from services.downloader.stage import (DownloadOptions, download_sample, ledger_row, ordered_map, row_boxes,
+                                      row_expected_hash, sample_files)
 from shared import storage
 from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardWriter, iter_tar_samples, read_stats, read_table
 
@@ -27,7 +28,7 @@ def redownload_failed(job_root: str, options: DownloadOptions, reasons: Set[str]
     result = RedownloadResult()
     fetcher = HttpFetcher(options.fetch)
     try:
-        for marker in storage.glob(storage.join(job_root, STAGE_NAME, "*_stats.json")):
+        for marker in storage.glob(options.layout.stats_glob(job_root)):
             prefix = marker[: -len("_stats.json")]
             retried, recovered = _redownload_shard(prefix, fetcher, options, reasons)
             if retried:
@@ -37,6 +38,24 @@ def redownload_failed(job_root: str, options: DownloadOptions, reasons: Set[str]
     finally:
         fetcher.close()
     return result
+
+
+def iter_kept_samples(prefix: str, layout, rows: list[dict]):
+    """``(key, files)`` of the shard's kept samples, from its tar, its folder, or (parquet) its rows."""
+    if layout.members == "tar":
+        yield from iter_tar_samples(prefix)
+        return
+    if layout.members == "none":
+        for row in rows:
+            if row["status"] == SUCCESS:
+                yield row["key"], {}
+        return
+    for row in rows:
+        if row["status"] == SUCCESS:
+            files = {}
+            for uri in storage.glob(storage.join(prefix, f"{row['key']}.*")):
+                files[uri.rsplit("/", 1)[-1].split(".", 1)[1]] = storage.read_bytes(uri)
+            yield row["key"], files
 
 
 def _redownload_shard(prefix: str, fetcher: HttpFetcher, options: DownloadOptions,
@@ -49,18 +68,21 @@ def _redownload_shard(prefix: str, fetcher: HttpFetcher, options: DownloadOption
         return 0, 0
     old = read_stats(prefix)
     outcomes = dict(zip(todo, ordered_map(
-        lambda i: download_sample(fetcher, rows[i]["url"], options, rows[i].get("sha256")),
+        lambda i: download_sample(fetcher, rows[i]["url"], options, row_expected_hash(rows[i], options),
+                                  row_boxes(rows[i], options)),
         todo, options.thread_count)))
-    kept_files = iter_tar_samples(prefix)
-    writer = ShardWriter(prefix, stage=old.stage, job_id=old.job_id, shard_id=old.shard_id, extra_schema=table.schema)
+    layout = options.layout
+    kept_files = iter_kept_samples(prefix, layout, rows)
+    writer = ShardWriter(prefix, stage=old.stage, job_id=old.job_id, shard_id=old.shard_id, extra_schema=table.schema,
+                         core_schema=table.schema if layout.img2dataset_columns else None, members=layout.members)
     recovered = 0
     try:
         for index, row in enumerate(rows):
             if index in outcomes:
-                ledger = ledger_row(row, row["key"], outcomes[index])
+                ledger = ledger_row(row, row["key"], outcomes[index], layout)
                 ok = outcomes[index].status == SUCCESS
                 recovered += ok
-                writer.add(ledger, sample_files(ledger, outcomes[index]) if ok else None)
+                writer.add(ledger, sample_files(ledger, outcomes[index], layout) if ok else None)
             elif row["status"] == SUCCESS:
                 key, files = next(kept_files)
                 if key != row["key"]:

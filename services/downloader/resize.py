@@ -55,6 +55,7 @@ class ResizeOptions:
     encode_format: str = "jpg"
     encode_quality: int = 95  # jpg/webp quality; png compression level 0-9
     skip_reencode: bool = False  # keep the source bytes when no resize is needed and the format matches
+    disable_all_reencoding: bool = False  # img2dataset's: keep the source bytes as they are, no resize
     min_image_size: int = 0
     max_image_area: float = float("inf")
     max_aspect_ratio: float = float("inf")
@@ -149,8 +150,12 @@ def _resized_with_pil(image: Image.Image, target: tuple[int, int] | None, origin
     return image.resize(target, resample, box=draft_box)
 
 
-def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
-    """Decode, check, resize and encode one image; raises ResizeError with a reason."""
+def resize_image(data: bytes, options: ResizeOptions, boxes: list | None = None) -> ResizedImage:
+    """Decode, check, resize and encode one image; raises ResizeError with a reason.
+
+    ``boxes`` (``[x0, y0, x1, y1]``, normalised) are blurred on the full-size image before
+    resizing, with DataComp's blur, as img2dataset's ``bbox_col`` does.
+    """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -176,8 +181,17 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
 
     target = _target_size(original_width, original_height, options)
     source_format = image.format
+    if options.disable_all_reencoding:
+        try:
+            image.verify()
+        except Exception as exc:
+            raise ResizeError("decode_error", f"cannot decode image: {exc}") from exc
+        # img2dataset keeps the bytes as they came and names them by encode_format.
+        return ResizedImage(data, original_width, original_height, original_width, original_height,
+                            options.encode_format)
     keep_source = (
-        options.skip_reencode
+        not boxes
+        and options.skip_reencode
         and target is None
         and options.resize_mode is not ResizeMode.border
         and ENCODE_FORMATS[options.encode_format] == source_format
@@ -189,7 +203,13 @@ def resize_image(data: bytes, options: ResizeOptions) -> ResizedImage:
             return ResizedImage(data, original_width, original_height, original_width, original_height,
                                 options.encode_format)
         resized = None
-        if (target is not None and source_format == "JPEG" and image.mode in ("RGB", "L")
+        if boxes:
+            from services.reshard.blur import blur_boxes  # DataComp's blur, shared with the resharder
+
+            image.load()
+            image = blur_boxes(_to_rgb(image), boxes)
+            resized = _resized_with_pil(image, target, original_width)
+        elif (target is not None and source_format == "JPEG" and image.mode in ("RGB", "L")
                 and target[0] * 2 <= original_width):
             resized = _scaled_jpeg(data, target, (original_width, original_height))
         if resized is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -11,25 +12,47 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.downloader.fetch import FetchError, FetchOptions, HttpFetcher
+from services.downloader.layout import HASH_TYPES, ShardLayout
 from services.downloader.pool import read_pool_slice
 from shared.jobs import JobManifest
 from services.downloader.resize import ResizeError, ResizeOptions, resize_image
 from shared.messages import ShardRef
-from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardStats, ShardWriter, sample_key
+from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardStats, ShardWriter
 from shared.stage import Stage
 
 STAGE_NAME = "downloader"
 # Failures worth another try later; opt-outs, blocked addresses and 404s are final.
-TRANSIENT_REASONS = frozenset({"timeout", "connection_error", "truncated", "rate_limited", "dns_error",
+TRANSIENT_REASONS = frozenset({"timeout", "connection_error", "connection_refused", "truncated", "rate_limited", "dns_error",
                                "http_429", "http_500", "http_502", "http_503", "http_504"})
 
 
 @dataclass(frozen=True)
 class DownloadOptions:
+    """Everything that decides what a download writes. The defaults are DataComp's flow
+    (``winnow run``, the service); ``winnow download`` starts from img2dataset's."""
+
     fetch: FetchOptions = field(default_factory=FetchOptions)
     resize: ResizeOptions = field(default_factory=ResizeOptions)
+    layout: ShardLayout = field(default_factory=ShardLayout)
     thread_count: int = 32  # concurrent requests per shard
-    verify_hash: bool = True  # a pool's sha256 column must match the downloaded bytes
+    # [column, hash type]: that column must match the downloaded bytes' digest (img2dataset's
+    # verify_hash; off by default there and in DataComp's download_upstream).
+    verify_hash: tuple[str, str] | None = None
+    bbox_col: str | None = None  # blur these [x0, y0, x1, y1] boxes (normalised) before resizing
+
+    def __post_init__(self) -> None:
+        if self.verify_hash is not None:
+            if len(self.verify_hash) != 2 or self.verify_hash[1] not in HASH_TYPES:
+                raise ValueError(f"verify_hash is [COLUMN, HASH_TYPE] with a type of {HASH_TYPES}, "
+                                 f"got {list(self.verify_hash)!r}")
+            object.__setattr__(self, "verify_hash", tuple(self.verify_hash))
+
+    def hash_types(self) -> tuple[str, ...]:
+        wanted = [] if self.layout.img2dataset_columns else ["sha256"]  # DataComp's ledger column
+        for kind in (self.layout.compute_hash, self.verify_hash[1] if self.verify_hash else None):
+            if kind and kind not in wanted:
+                wanted.append(kind)
+        return tuple(wanted)
 
 
 @dataclass(frozen=True)
@@ -45,31 +68,54 @@ class SampleOutcome:
     height: int | None = None
     original_width: int | None = None
     original_height: int | None = None
-    sha256: str | None = None
+    hashes: dict[str, str] = field(default_factory=dict)
+    exif: str | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        return self.hashes.get("sha256")
+
+
+def exif_json(data: bytes) -> str | None:
+    """The image's EXIF tags as img2dataset stores them (exifread, values as stripped strings)."""
+    import exifread  # only with extract_exif
+
+    try:
+        tags = exifread.process_file(io.BytesIO(data), details=False)
+        return json.dumps({k: str(v).strip() for k, v in tags.items() if v is not None})
+    except Exception:  # a malformed EXIF block costs the tags, never the sample (as in img2dataset)
+        return None
 
 
 def download_sample(fetcher: HttpFetcher, url: str | None, options: DownloadOptions,
-                    expected_sha256: str | None = None) -> SampleOutcome:
-    """Fetch, hash, check and resize one URL; every failure becomes an outcome, never an exception."""
+                    expected_hash: str | None = None, boxes: list | None = None) -> SampleOutcome:
+    """Fetch, hash, check and resize one URL; every failure becomes an outcome, never an exception.
+
+    ``expected_hash`` is the row's ``verify_hash`` column; it is checked only when
+    ``options.verify_hash`` is set. ``boxes`` are blurred before resizing.
+    """
     if not url:
         return SampleOutcome(FAILED_TO_DOWNLOAD, "invalid_url", "empty url")
     try:
         data = fetcher.fetch(url)
     except FetchError as exc:
         return SampleOutcome(FAILED_TO_DOWNLOAD, exc.reason, str(exc))
-    digest = hashlib.sha256(data).hexdigest()
-    if options.verify_hash and expected_sha256 and expected_sha256 != digest:
-        return SampleOutcome(FAILED_TO_DOWNLOAD, "hash_mismatch", f"sha256 {digest} differs from the pool's",
-                             sha256=digest)
+    hashes = {kind: hashlib.new(kind, data).hexdigest() for kind in options.hash_types()}
+    if options.verify_hash and expected_hash:
+        kind = options.verify_hash[1]
+        if expected_hash != hashes[kind]:
+            return SampleOutcome(FAILED_TO_DOWNLOAD, "hash_mismatch", f"{kind} {hashes[kind]} differs from the "
+                                 f"pool's {options.verify_hash[0]}", hashes=hashes)
     try:
-        resized = resize_image(data, options.resize)
+        resized = resize_image(data, options.resize, boxes=boxes or None)
     except ResizeError as exc:
-        return SampleOutcome(FAILED_TO_RESIZE, exc.reason, str(exc), sha256=digest)
+        return SampleOutcome(FAILED_TO_RESIZE, exc.reason, str(exc), hashes=hashes)
     except Exception as exc:  # a decoder bug must cost one sample, not the shard
-        return SampleOutcome(FAILED_TO_RESIZE, "decode_error", f"{type(exc).__name__}: {exc}", sha256=digest)
+        return SampleOutcome(FAILED_TO_RESIZE, "decode_error", f"{type(exc).__name__}: {exc}", hashes=hashes)
+    exif = exif_json(data) if options.layout.extract_exif else None
     return SampleOutcome(SUCCESS, image=resized.data, extension=resized.extension, width=resized.width,
                          height=resized.height, original_width=resized.original_width,
-                         original_height=resized.original_height, sha256=digest)
+                         original_height=resized.original_height, hashes=hashes, exif=exif)
 
 
 def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) -> Iterator[Any]:
@@ -84,9 +130,11 @@ def ordered_map(fn: Callable[[Any], Any], items: Iterable[Any], workers: int) ->
             yield window.popleft().result()
 
 
-def ledger_row(row: dict[str, Any], key: str, outcome: SampleOutcome) -> dict[str, Any]:
+def ledger_row(row: dict[str, Any], key: str, outcome: SampleOutcome,
+               layout: ShardLayout | None = None) -> dict[str, Any]:
     """The pool row with the download's columns set (the pool's own columns ride along)."""
-    return {
+    layout = layout or ShardLayout()
+    ledger = {
         **row,
         "key": key,
         "status": outcome.status,
@@ -99,17 +147,46 @@ def ledger_row(row: dict[str, Any], key: str, outcome: SampleOutcome) -> dict[st
         "original_width": outcome.original_width if outcome.original_width is not None else row.get("original_width"),
         "original_height": (outcome.original_height if outcome.original_height is not None
                             else row.get("original_height")),
-        "sha256": outcome.sha256 or row.get("sha256"),
     }
+    if layout.img2dataset_columns:
+        if layout.extract_exif:
+            ledger["exif"] = outcome.exif
+        if layout.compute_hash:
+            ledger[layout.compute_hash] = outcome.hashes.get(layout.compute_hash) or row.get(layout.compute_hash)
+        if layout.output_format == "parquet":
+            ledger[layout.encode_format] = outcome.image
+    else:
+        ledger["sha256"] = outcome.sha256 or row.get("sha256")
+        for kind, digest in outcome.hashes.items():
+            if kind != "sha256":
+                ledger[kind] = digest
+    return layout.shaped_row(ledger)
 
 
-def sample_files(row: dict[str, Any], outcome: SampleOutcome) -> dict[str, bytes]:
+def sample_files(row: dict[str, Any], outcome: SampleOutcome, layout: ShardLayout | None = None) -> dict[str, bytes]:
     """The webdataset members of a kept sample: image, caption, and the ledger row as JSON."""
+    layout = layout or ShardLayout()
+    if layout.output_format == "parquet":
+        return {}
     files = {outcome.extension: outcome.image}
-    if row.get("text") is not None:
-        files["txt"] = row["text"].encode("utf-8")
+    caption = row.get("caption", row.get("text"))
+    if layout.img2dataset_columns:
+        if layout.save_caption:
+            files["txt"] = ("" if caption is None else str(caption)).encode("utf-8")
+    elif caption is not None:
+        files["txt"] = caption.encode("utf-8")
     files["json"] = json.dumps(row, default=str, ensure_ascii=False, sort_keys=True).encode("utf-8")
+    if layout.img2dataset_columns:  # img2dataset's member order: by extension
+        return dict(sorted(files.items()))
     return files
+
+
+def row_boxes(row: dict[str, Any], options: DownloadOptions) -> list | None:
+    return row.get(options.bbox_col) if options.bbox_col else None
+
+
+def row_expected_hash(row: dict[str, Any], options: DownloadOptions) -> str | None:
+    return row.get(options.verify_hash[0]) if options.verify_hash else None
 
 
 class DownloadStage(Stage):
@@ -120,6 +197,7 @@ class DownloadStage(Stage):
     def __init__(self, options: DownloadOptions | None = None) -> None:
         self.options = options or DownloadOptions()
         self.fetcher: HttpFetcher | None = None
+        self.on_sample: Callable[[bool], None] | None = None  # told of each sample as it is written (progress)
 
     def setup(self) -> None:
         self.fetcher = HttpFetcher(self.options.fetch)
@@ -128,6 +206,9 @@ class DownloadStage(Stage):
         if self.fetcher is not None:
             self.fetcher.close()
             self.fetcher = None
+
+    def output_prefix(self, ref: ShardRef) -> str:
+        return self.options.layout.prefix(ref.job_root, ref.shard_id)
 
     def fetch_one(self, url: str) -> SampleOutcome:
         if self.fetcher is None:
@@ -140,18 +221,22 @@ class DownloadStage(Stage):
         table = read_pool_slice(ref)
         rows = table.to_pylist()
         per_shard = JobManifest.load(ref.job_root).samples_per_shard
+        layout = self.options.layout
         writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
-                             extra_schema=table.schema)
+                             extra_schema=table.schema, core_schema=layout.core_schema(table.schema),
+                             members=layout.members)
         try:
             outcomes = ordered_map(
-                lambda row: download_sample(self.fetcher, row.get("url"), self.options, row.get("sha256")),
+                lambda row: download_sample(self.fetcher, row.get("url"), self.options,
+                                            row_expected_hash(row, self.options), row_boxes(row, self.options)),
                 rows, self.options.thread_count)
             for index, (row, outcome) in enumerate(zip(rows, outcomes)):
-                key = sample_key(ref.shard_id, index, per_shard)
-                ledger = ledger_row(row, key, outcome)
-                writer.add(ledger, sample_files(ledger, outcome) if outcome.status == SUCCESS else None)
+                key = layout.key(ref.shard_id, index, per_shard)
+                ledger = ledger_row(row, key, outcome, layout)
+                writer.add(ledger, sample_files(ledger, outcome, layout) if outcome.status == SUCCESS else None)
+                if self.on_sample is not None:
+                    self.on_sample(outcome.status == SUCCESS)
         except BaseException:
             writer.abort()
             raise
         return writer.close()
-

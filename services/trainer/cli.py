@@ -62,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     checkpointing.add_argument("--no_grad_checkpointing", dest="grad_checkpointing", action="store_const",
                                const=False, help="keep activations (faster, more memory)")
     parser.add_argument("--report_to", default="none", help="none, tensorboard, wandb or all")
+    parser.add_argument("--verbose", action="store_true",
+                        help="open_clip's parameter dump and log lines instead of the progress bar")
     pools = parser.add_argument_group("pool sources (downloaded before training)")
     pools.add_argument("--pool_samples_per_shard", type=int, default=10_000, help="samples per downloaded shard")
     pools.add_argument("--pool_input_format", choices=FORMATS, default="", help="default: from the file name")
@@ -98,7 +100,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         resume=None if str(args.resume).lower() == "none" else args.resume, accum_freq=args.accum_freq,
         log_every_n_steps=args.log_every_n_steps, grad_clip_norm=args.grad_clip_norm,
         save_frequency=args.save_frequency, grad_checkpointing=args.grad_checkpointing,
-        report_to=args.report_to, pool=pool_options(args))
+        report_to=args.report_to, pool=pool_options(args), verbose=args.verbose)
 
 
 def pool_options(args: argparse.Namespace) -> PoolOptions:

@@ -49,6 +49,7 @@ from pathlib import Path
 
 from services.trainer import sources as data_sources
 from services.trainer.scales import Scale, resolve_scale
+from services.trainer.progress import TrainConsole
 from services.trainer.sources import PoolOptions, Source
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class TrainConfig:
     report_to: str = "none"  # or tensorboard, wandb, all (open_clip's --report-to)
     extra_args: tuple[str, ...] = ()  # appended to open_clip's arguments last, so they win
     pool: PoolOptions = field(default_factory=PoolOptions)  # how pool sources are downloaded
+    verbose: bool = False  # open_clip's parameter dump and log lines on the console, instead of the bar
+    show_progress: bool = True  # a bar of steps with samples/s and loss (rank 0)
 
     def __post_init__(self) -> None:
         # accept lists from callers; the config stays hashable and frozen
@@ -410,7 +413,10 @@ def train(config: TrainConfig) -> TrainResult:
         log.info("training %s (%s) on %s: %d steps of %d, %d checkpoints -> %s", scale.name, scale.model,
                  train_data[0], plan.steps, scale.batch_size, plan.epochs, run_dir)
     start = time.time()
-    run_open_clip(args)
+    console = TrainConsole(plan.steps, plan.samples_per_epoch // max(plan.steps_per_epoch, 1),
+                           verbose=config.verbose, show=config.show_progress and rank == 0)
+    with console.attached():
+        run_open_clip(args)
     seconds = time.time() - start
     checkpoint = run_dir / "checkpoints" / f"epoch_{config.num_checkpoints}.pt"
     result = TrainResult(run_dir=run_dir, checkpoint=checkpoint, scale=scale, epochs=plan.epochs,

@@ -94,7 +94,9 @@ def datacomp_pool(server, sample_images, rows: list[Case]) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def download_options(fetch_options) -> DownloadOptions:
-    return DownloadOptions(fetch=fetch_options, resize=ResizeOptions(image_size=IMAGE_SIZE), thread_count=16)
+    # The pool's sha256 column is checked, as with img2dataset's --verify_hash '["sha256","sha256"]'.
+    return DownloadOptions(fetch=fetch_options, resize=ResizeOptions(image_size=IMAGE_SIZE), thread_count=16,
+                           verify_hash=("sha256", "sha256"))
 
 
 @dataclass
@@ -260,7 +262,7 @@ def test_download_sample_verifies_the_hash_only_when_asked(fetcher, image_server
     true_hash = hashlib.sha256(sample_images.small_jpeg.read_bytes()).hexdigest()
     assert download_sample(fetcher, url, download_options, true_hash).status == SUCCESS
     assert download_sample(fetcher, url, download_options, WRONG_SHA256).reason == "hash_mismatch"
-    lenient = DownloadOptions(fetch=download_options.fetch, resize=download_options.resize, verify_hash=False)
+    lenient = DownloadOptions(fetch=download_options.fetch, resize=download_options.resize)  # the default: no check
     assert download_sample(fetcher, url, lenient, WRONG_SHA256).status == SUCCESS
 
 
