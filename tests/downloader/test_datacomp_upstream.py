@@ -110,7 +110,8 @@ def test_faces_of_face_bboxes_are_blurred_unless_skipped(hub, tmp_path):
         pytest.xfail("blurring at download needs the downloader's bbox_col (img2dataset's option)")
     a = _tar_members(tmp_path / "a" / "shards" / "00000000.tar")
     b = _tar_members(tmp_path / "b" / "shards" / "00000000.tar")
-    for key, boxed in (("000000000", True), ("000000001", False)):
+    first, second = sorted(name[:-4] for name in a if name.endswith(".jpg"))[:2]  # img2dataset's keys
+    for key, boxed in ((first, True), (second, False)):
         with Image.open(io.BytesIO(a[f"{key}.jpg"])) as x, Image.open(io.BytesIO(b[f"{key}.jpg"])) as y:
             x, y = np.asarray(x.convert("RGB"), np.float32), np.asarray(y.convert("RGB"), np.float32)
         h, w = x.shape[:2]
@@ -153,7 +154,7 @@ def test_scale_options_are_checked(tmp_path):
     result = winnow("download", "--scale", "small", "--data_dir", str(tmp_path), "--url_list", "x.parquet")
     assert result.returncode != 0 and "leave out --url_list" in result.stderr
     result = winnow("download", "--output_folder", str(tmp_path))
-    assert result.returncode != 0 and "--url_list and --output_folder are required" in result.stderr
+    assert result.returncode != 0 and "--url_list is required" in result.stderr
     result = winnow("download", "--scale", "huge", "--data_dir", str(tmp_path))
     assert result.returncode != 0 and "invalid choice" in result.stderr
 
