@@ -327,7 +327,11 @@ class KafkaBroker:
         self._launch(libs, deadline)
 
     def restart(self, downtime_s: float = 0.0, timeout: float = 90) -> None:
-        """Stop the broker and start it again on the same ports with the same data (a rolling restart)."""
+        """Stop the broker and start it again on the same ports with the same data (a rolling restart).
+
+        The new process dies with the thread that calls this (``PR_SET_PDEATHSIG``, as at start):
+        call it from a thread that lives as long as the server should.
+        """
         if self.port is None or self.controller_port is None:
             raise KafkaBrokerError("broker not started")
         self.stop()

@@ -328,7 +328,11 @@ class TritonServer:
         raise AssertionError("unreachable")
 
     def restart(self, downtime_s: float = 0.0, timeout: float = 180.0) -> str:
-        """Stop the server and start it again on the same ports (clients keep their address)."""
+        """Stop the server and start it again on the same ports (clients keep their address).
+
+        The new process dies with the thread that calls this (``PR_SET_PDEATHSIG``, as at start):
+        call it from a thread that lives as long as the server should.
+        """
         if self.proc is None:
             raise TritonServerError("server not started")
         ports, fixed = (self.grpc_port, self.http_port, self.metrics_port), self.fixed_ports
