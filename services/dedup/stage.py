@@ -47,7 +47,7 @@ class DedupStage(SampleStage):
     name = "dedup"
     input_columns = ("uid", "sha256")
     output_columns = ("eval_similarity", "eval_match", "duplicate_of", "duplicate_similarity")
-    drop_reasons = ("eval_duplicate", "exact_duplicate", "near_duplicate")
+    drop_reasons = ("eval_duplicate", "exact_duplicate", "near_duplicate", "invalid_uid")
 
     def __init__(self, descriptor: Callable[[], NearDuplicateDescriptor], options: DedupOptions | None = None) -> None:
         self.options = options or DedupOptions()

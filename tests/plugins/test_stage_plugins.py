@@ -5,6 +5,8 @@ service over the real Kafka broker."""
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import shutil
@@ -154,7 +156,8 @@ def test_the_plugin_runs_as_a_service_over_kafka(plugin_site, plugin_job, kafka_
     env = {**_env(plugin_site), "WINNOW_STAGE_PLUGIN": "sharpness", "WINNOW_STAGE_OPTIONS": '{"min_sharpness": "20"}',
            "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "WINNOW_INPUT_TOPIC": input_topic,
            "WINNOW_OUTPUT_TOPIC": output_topic, "WINNOW_CONSUMER_GROUP": f"sharpness-{unique}",
-           "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{port}", "WINNOW_METRICS_PORT": "0", "WINNOW_TOPIC_PARTITIONS": "2"}
+           "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{port}", "WINNOW_METRICS_PORT": "0", "WINNOW_TOPIC_PARTITIONS": "2",
+           "WINNOW_WRITE_ROOTS": json.dumps([str(job)])}  # the job storage it may touch (shared.access)
     service = ServiceProcess("services.plugin", env, tmp_path / "sharpness.log", port).start()
     bus = open_bus(kafka_bootstrap, client_id=f"test-{unique}", partitions=2)
     try:
