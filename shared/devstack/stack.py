@@ -86,6 +86,7 @@ class Stack:
         self.replicas: dict[str, list[ReplicaProcess]] = {name: [] for name in options.services}
         self._credentials: dict[str, str] = {}
         self.restarts = 0  # replicas restarted by replace_dead
+        self._ports_given: set[int] = set()  # with free_ports: every port handed to a replica
         self._crash_loops: dict[str, tuple[int, float]] = {}  # replica -> (crashes in a row, next restart at)
         self._started_at: dict[str, float] = {}
 
@@ -210,12 +211,23 @@ class Stack:
     def _new_replica(self, name: str, index: int) -> ReplicaProcess:
         svc = topology.service(name)
         if self.options.free_ports:
-            grpc_port, metrics_port = free_ports(2)
+            grpc_port, metrics_port = self._fresh_ports(2)
         else:
             grpc_port = svc.grpc_port + index * REPLICA_PORT_STEP
             metrics_port = svc.metrics_port + index * REPLICA_PORT_STEP
         return ReplicaProcess(name, index, svc.module, self.service_environment(svc, grpc_port, metrics_port),
                               self.options.state_dir / "logs" / f"{name}-{index}.log", grpc_port, metrics_port)
+
+    def _fresh_ports(self, count: int) -> list[int]:
+        """Free ports that no replica of this stack was given before: replicas starting together
+        would otherwise be handed the same port (it is free until the first of them binds it), and
+        the health check of one would be answered by the other."""
+        for _ in range(50):
+            ports = free_ports(count)
+            if not self._ports_given.intersection(ports):
+                self._ports_given.update(ports)
+                return ports
+        raise RuntimeError("no free ports left that this stack has not handed out")
 
     def scale(self, name: str, count: int, *, wait: bool = True, write: bool = True) -> None:
         """Run ``count`` replicas of service ``name``: start new ones, or SIGTERM the newest."""
