@@ -31,6 +31,11 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 
+# What Triton says of a model its repository has but whose versions are not loaded yet (while it
+# starts or restarts), as opposed to a model it does not have at all.
+MODEL_LOADING_MARKER = "has no available versions"
+
+
 class TritonError(RuntimeError):
     """Anything that went wrong talking to Triton."""
 
@@ -251,6 +256,10 @@ class TritonClient:
         if status == "DEADLINE_EXCEEDED":
             return TritonTimeout(f"model {model!r} on Triton at {self.url} gave no answer within {timeout:g} s",
                                  model=model, status=status)
+        if MODEL_LOADING_MARKER in message:
+            # the repository has the model but no version is loaded yet: Triton is (re)starting
+            return TritonUnavailable(f"model {model!r} is still loading on Triton at {self.url}: {message}",
+                                     model=model, status=status)
         if status == "NOT_FOUND" or "unknown model" in message:
             return TritonModelNotFound(f"model {model!r} is not served by Triton at {self.url}: {message}",
                                        model=model, status=status)

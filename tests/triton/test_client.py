@@ -51,3 +51,22 @@ def test_bytes_and_numeric_inputs_map_to_triton_types():
     assert TritonClient._infer_input("X", np.zeros((3, 4), np.float32)).datatype() == "FP32"
     with pytest.raises(TypeError, match="no Triton equivalent"):
         TritonClient._infer_input("C", np.zeros(2, np.complex64))
+
+
+def test_a_model_still_loading_is_unavailable_not_missing():
+    """What a restarting Triton answered in the chaos run (tests/chaos) for a model whose versions
+    were not loaded yet: a wait-and-retry outage, unlike a model the repository does not have."""
+    from tritonclient.utils import InferenceServerException
+
+    from shared.outages import is_outage
+    from shared.triton.client import TritonModelNotFound
+
+    client = TritonClient("127.0.0.1:1")
+    loading = InferenceServerException(
+        "Request for unknown model: 'faces_centerface' has no available versions", status="StatusCode.NOT_FOUND")
+    missing = InferenceServerException("Request for unknown model: 'nope' is not found",
+                                       status="StatusCode.NOT_FOUND")
+    assert isinstance(client._translate(loading, "faces_centerface", 1.0), TritonUnavailable)
+    assert is_outage(client._translate(loading, "faces_centerface", 1.0))
+    assert type(client._translate(missing, "nope", 1.0)) is TritonModelNotFound
+    assert not is_outage(client._translate(missing, "nope", 1.0))
