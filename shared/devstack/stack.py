@@ -87,6 +87,9 @@ class Stack:
         self._credentials: dict[str, str] = {}
         self.restarts = 0  # replicas restarted by replace_dead
         self._ports_given: set[int] = set()  # with free_ports: every port handed to a replica
+        self._supervisors: list[threading.Event] = []  # stop events of supervise() threads
+        self._lifecycle = threading.Lock()  # replace_dead against stop
+        self._stopping = False
         self._crash_loops: dict[str, tuple[int, float]] = {}  # replica -> (crashes in a row, next restart at)
         self._started_at: dict[str, float] = {}
 
@@ -254,6 +257,15 @@ class Stack:
         then with a doubling back-off (up to ``RESTART_BACKOFF_CAP_S``) while a replica keeps dying
         soon after its start, like Kubernetes' CrashLoopBackOff. Returns the restarted names."""
         restarted, now = [], time.monotonic()
+        with self._lifecycle:
+            if self._stopping:
+                return []
+            self._restart_dead(restarted, now)
+            if restarted:
+                self.write_state()
+        return restarted
+
+    def _restart_dead(self, restarted: list[str], now: float) -> None:
         for name, replicas in self.replicas.items():
             for index, replica in enumerate(replicas):
                 if replica.process is None or replica.alive():
@@ -272,13 +284,12 @@ class Stack:
                 restarted.append(replica.name)
                 log.info("replica_restarted", replica=replica.name, exit_code=replica.process.returncode,
                          crashes_in_a_row=crashes)
-        if restarted:
-            self.write_state()
-        return restarted
 
     def supervise(self, interval_s: float = 0.5) -> threading.Event:
-        """Run ``replace_dead`` in a background thread until the returned event is set."""
+        """Run ``replace_dead`` in a background thread until the returned event is set (``stop``
+        sets it too, so a stack that is stopping is not brought back)."""
         stop = threading.Event()
+        self._supervisors.append(stop)
 
         def loop() -> None:
             while not stop.wait(interval_s):
@@ -314,6 +325,10 @@ class Stack:
 
     def stop(self) -> None:
         """Services first (each finishes its shard), then Triton, S3 and Kafka."""
+        for supervisor in self._supervisors:
+            supervisor.set()
+        with self._lifecycle:  # a restart under way finishes first; none starts after this
+            self._stopping = True
         replicas = self.all_replicas()
         for replica in replicas:
             replica.terminate()
