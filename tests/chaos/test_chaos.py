@@ -35,6 +35,7 @@ from kafka import KafkaConsumer
 from shared.devstack.stack import Stack, StackOptions
 from shared.devstack.status import collect
 from shared.messages import decode_ref
+from shared.outages import is_outage
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.shards import iter_tar_samples, read_table
 from shared.topology import service
@@ -109,8 +110,10 @@ def _job_done(fs, job_root: str) -> bool:
     fs.invalidate_cache()
     try:
         return fs.exists(marker)
-    except OSError:  # the S3 server is being restarted
-        return False
+    except Exception as exc:
+        if is_outage(exc) or isinstance(exc, OSError):  # the S3 server is being restarted
+            return False
+        raise
 
 
 def _wait_job(stack: Stack, fs, job_root: str, timeout: float) -> float:
