@@ -8,7 +8,7 @@ which both sides load. Both sides build it with one factory, :func:`clip_encoder
 * in-process: ``clip_encoder(...)`` in this process, ``embed_images`` / ``embed_texts`` called
   with ``--call-size`` items at a time (what the embed stage does with a batch of samples);
 * Triton: the same factory inside the python-backend stub of each tower (``clip_bench_image``,
-  ``clip_bench_text``, written by :func:`shared.triton.repository.clip_model_specs`), called
+  ``clip_bench_text``, written by :func:`winnow.ops.triton.repository.clip_model_specs`), called
   through :func:`shared.triton.remote.remote_model` with the same call sizes.
 
 Both use ``--batch`` as the model batch (the encoder's ``batch_size`` and the served
@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     from shared.triton import contract
     from shared.triton.client import TritonClient
     from shared.triton.remote import remote_model
-    from shared.triton.repository import clip_model_specs, write_model_repository
-    from shared.triton.server import TritonServer
+    from winnow.ops.triton.repository import clip_model_specs, write_model_repository
+    from winnow.ops.triton.server import TritonServer
 
     started = time.perf_counter()
     images, texts = load_images(args.images, args.side)

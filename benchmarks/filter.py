@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 import structlog
 
 from services.filter.apply import FilterConfig, apply_filter
-from services.filter.subset import SUBSET_DTYPE, load_subset, uids_to_hex
+from shared.subset import SUBSET_DTYPE, load_subset, uids_to_hex
 from shared.logs import configure_logging
 
 log = structlog.get_logger("benchmarks.filter")

@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from services.report.cli import build_report
-from services.report.collect import _pick_shards
+from winnow.report.cli import build_report
+from winnow.report.collect import _pick_shards
 from shared.jobs import JobManifest
 
 

@@ -32,8 +32,8 @@ from shared.logs import configure_logging
 from shared.triton.client import TritonClient
 from shared.triton.contract import ModelKind
 from shared.triton.remote import RemoteImageNSFW, RemoteTextToxicity
-from shared.triton.repository import ModelSpec, write_model_repository
-from shared.triton.server import TritonServer
+from winnow.ops.triton.repository import ModelSpec, write_model_repository
+from winnow.ops.triton.server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = "tests.triton.toy_models"

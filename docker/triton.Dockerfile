@@ -12,7 +12,7 @@
 #
 # Triton 24.10 is the release winnow's tests run (the nvidia-pytriton 0.7.0 wheel bundles its
 # tritonserver 2.51.0). Its python backend embeds the image's Python 3.10, and winnow needs 3.11: the
-# backend stub built for 3.11 comes from that same wheel (as shared/triton/server.py does outside
+# backend stub built for 3.11 comes from that same wheel (as winnow/ops/triton/server.py does outside
 # a container), with a standalone CPython 3.11 that ships libpython3.11.so.
 #
 # The CLIP models named in CLIP_MODELS (embed's default, DataComp's ViT-B-32 and ViT-L-14 with

@@ -45,9 +45,9 @@ if $want_test; then
       chromium >/dev/null
   fi
   # Apache Kafka's jars from Maven Central (cached in ~/.cache/winnow).
-  .venv/bin/python -m shared.devstack.kafka --fetch >/dev/null
+  .venv/bin/python -m winnow.ops.devstack.kafka --fetch >/dev/null
   # Triton's server binary and python backend, unpacked from the nvidia-pytriton wheel.
-  .venv/bin/python -m shared.triton.server --fetch >/dev/null
+  .venv/bin/python -m winnow.ops.triton.server --fetch >/dev/null
   # The real `docker compose` CLI, built from the Go module proxy, validates the compose files
   # offline (tests/deploy/test_compose.py); its tests skip with a reason where Go is missing.
   # kustomize renders k8s/'s overlays for `winnow deploy check` (kubectl's built-in one where present).

@@ -42,6 +42,8 @@ DROPPED = "dropped"
 STATUSES = (SUCCESS, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, DROPPED)
 
 IMAGE_EXTENSIONS = ("jpg", "webp", "png")
+#: Pillow's format name for each image extension a shard may hold (and ``jpeg``, as some inputs spell it).
+IMAGE_FORMATS = {"jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "png": "PNG"}
 
 # The columns every shard parquet has, in this order; a pool's other columns follow them.
 CORE_SCHEMA = pa.schema(

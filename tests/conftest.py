@@ -14,12 +14,12 @@ import pytest
 
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_jpeg_corpus, skimage_photos
-from shared.devstack.kafka import KafkaBroker
-from shared.devstack.s3 import S3Server
+from winnow.ops.devstack.kafka import KafkaBroker
+from winnow.ops.devstack.s3 import S3Server
 
 from shared.triton.client import TritonClient
-from shared.triton.repository import write_model_repository
-from shared.triton.server import TritonServer, TritonServerUnsupported, find_tritonserver
+from winnow.ops.triton.repository import write_model_repository
+from winnow.ops.triton.server import TritonServer, TritonServerUnsupported, find_tritonserver
 from tests.triton.served_models import REAL_MODELS, TOY_MODELS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,7 +101,7 @@ def tiny_clip_checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def triton_repository(tmp_path_factory, tiny_clip_checkpoint) -> Path:
     """Toy models, winnow's offline presets, and the tiny CLIP as ``clip_tiny`` (loaded on demand)."""
-    from shared.triton.repository import clip_model_specs
+    from winnow.ops.triton.repository import clip_model_specs
 
     clip = clip_model_specs("clip_tiny", "shared.models.clip:OpenClipEncoder", dim=128,
                             factory_kwargs={"arch": "winnow-tiny-ViT", "pretrained": tiny_clip_checkpoint})

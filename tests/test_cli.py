@@ -15,7 +15,7 @@ import pytest
 from shared.shards import read_table
 
 REPO = Path(__file__).resolve().parents[1]
-WINNOW = [sys.executable, "-m", "services.cli"]
+WINNOW = [sys.executable, "-m", "winnow.cli"]
 
 
 def winnow(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

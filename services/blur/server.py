@@ -7,7 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.blur.stage import BlurStage, blur_boxes
+from services.blur.stage import BlurStage
+from shared.face_blur import blur_boxes
 from shared.proto import curation_pb2, curation_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
 from shared.service.images import decode_images
@@ -30,7 +31,7 @@ class BlurServicer(curation_pb2_grpc.BlurServicer):
                 with Image.open(io.BytesIO(message.data)) as source:
                     fmt = source.format or "PNG"
                 buffer = io.BytesIO()
-                blurred = blur_boxes(Image.fromarray(image), boxes[:, :4].tolist(), self.stage.options)
+                blurred = blur_boxes(Image.fromarray(image), boxes[:, :4].tolist())
                 blurred.save(buffer, fmt, **({"quality": self.stage.options.jpeg_quality} if fmt != "PNG" else {}))
                 data = buffer.getvalue()
             results.append(curation_pb2.BlurredImage(

@@ -43,7 +43,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (HTTPError, IncompleteRead, LocationParseError, NameResolutionError, SSLError,
                                 TimeoutError)
 
-from services.downloader.address_guard import AddressPolicy, BlockedAddressError
+from shared.address_guard import AddressPolicy, BlockedAddressError
 
 DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; winnow/0.1; +https://github.com/winnow-data/winnow)"
 DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex", "none")

@@ -288,7 +288,7 @@ def recorded_options(args: argparse.Namespace, profile: str) -> dict:
     """The options to record in ``job.json``: every download option, as JSON values."""
     recorded = {"profile": profile}
     for name, value in sorted(vars(args).items()):
-        if callable(value) or name == "argv":  # argv: the command line itself (see services.cli.main)
+        if callable(value) or name == "argv":  # argv: the command line itself (see winnow.cli.main)
             continue
         if isinstance(value, float) and value == float("inf"):
             value = "inf"

@@ -22,6 +22,8 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from shared.shards import IMAGE_EXTENSIONS, IMAGE_FORMATS
+
 cv2.setNumThreads(1)  # parallelism comes from the downloader's threads and processes
 
 
@@ -33,7 +35,7 @@ class ResizeMode(str, Enum):
     border = "border"
 
 
-ENCODE_FORMATS = {"jpg": "JPEG", "webp": "WEBP", "png": "PNG"}
+ENCODE_FORMATS = {extension: IMAGE_FORMATS[extension] for extension in IMAGE_EXTENSIONS}
 MIME_TYPES = {"jpg": "image/jpeg", "webp": "image/webp", "png": "image/png"}
 
 
@@ -204,7 +206,7 @@ def resize_image(data: bytes, options: ResizeOptions, boxes: list | None = None)
                                 options.encode_format)
         resized = None
         if boxes:
-            from services.reshard.blur import blur_boxes  # DataComp's blur, shared with the resharder
+            from shared.face_blur import blur_boxes  # DataComp's blur, shared with the resharder
 
             image.load()
             image = blur_boxes(_to_rgb(image), boxes)

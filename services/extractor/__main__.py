@@ -15,7 +15,7 @@ from services.extractor.stage import ExtractStage
 from shared.config import ServiceSettings
 from shared.service.runner import serve_forever
 from shared.topics import shards_topic
-from shared.topology import CRAWL_TOPIC
+from shared.topics import CRAWL_TOPIC
 
 
 class ExtractorSettings(ServiceSettings):

@@ -31,7 +31,7 @@ from services.extractor.pool_shard import job_file_stats, sum_file_stats
 from services.extractor.segments import COMMON_CRAWL_PREFIX, expand_inputs, is_segment_list
 from services.extractor.stage import ExtractStage
 from shared.messages import ShardRef
-from shared.topology import CRAWL_TOPIC, TOPIC_PARTITIONS
+from shared.topics import CRAWL_TOPIC, TOPIC_PARTITIONS
 
 
 def add_parser(subparsers) -> None:

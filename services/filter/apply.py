@@ -20,7 +20,7 @@ from services.filter import baselines as B
 from services.filter import criteria as C
 from services.filter import user_filter as U
 from services.filter.metadata import Metadata, load_metadata
-from services.filter.subset import save_subset, sort_uids, uids_from_hex
+from shared.subset import save_subset, sort_uids, uids_from_hex
 from services.filter.torch_arrays import load_torch_array
 from shared import storage
 from shared.models.base import LanguageIdentifier

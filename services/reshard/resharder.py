@@ -34,8 +34,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from services.filter.subset import SubsetIndex, load_subset, uids_from_hex
-from services.reshard.blur import blur_encoded
+from shared.subset import SubsetIndex, load_subset, uids_from_hex
+from shared.face_blur import blur_encoded
 from shared import storage
 from shared.shards import (
     CORE_SCHEMA,

@@ -58,7 +58,7 @@ log = structlog.get_logger(__name__)
 KINDS = ("shards", "job", "pool", "pattern")
 WEBDATASET_URL_SCHEMES = ("http", "https", "sftp", "ftps", "scp")  # webdataset opens these with curl
 POOL_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt")
-# winnow's per-shard stages in pipeline order (services/pipeline.py); reshard/ comes after them all
+# winnow's per-shard stages in pipeline order (winnow/pipeline.py); reshard/ comes after them all
 JOB_STAGES = ("downloader", "safety", "dedup", "blur", "embed")
 RESHARD_FOLDER = "reshard"
 RESHARD_DONE = "_done.json"  # the filter stage's marker: the subset is complete
@@ -492,7 +492,7 @@ def download_pool(spec: str, job_root: str, options: PoolOptions, *, job_id: str
     """
     from services.downloader.pool import prepare_job
     from services.downloader.stage import DownloadOptions, DownloadStage
-    from services.pipeline import run_pipeline
+    from shared.service.embedded import run_pipeline
     from shared.jobs import JobManifest, stage_totals
     from shared.shards import is_complete, shard_prefix
 

@@ -113,3 +113,12 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"images must be uint8 RGB arrays (H, W, 3), got {image.dtype} {image.shape}")
     return image
+
+
+def parse_clip_model(spec: str) -> tuple[str, str, str | None]:
+    """A ``--clip_model`` value, ``KEY=ARCH[:PRETRAINED]`` -> (key, arch, pretrained)."""
+    key, sep, model = spec.partition("=")
+    if not sep or not key or not model:
+        raise ValueError(f"--clip_model takes KEY=ARCH[:CHECKPOINT_OR_TAG], got {spec!r}")
+    arch, _, pretrained = model.partition(":")
+    return key, arch, pretrained or None

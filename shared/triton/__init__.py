@@ -3,9 +3,9 @@
 * :mod:`shared.triton.contract` - tensor names, the inputs and outputs of each model kind, wire formats
 * :mod:`shared.triton.client` - ``TritonClient`` and its exceptions
 * :mod:`shared.triton.remote` - the model interfaces of :mod:`shared.models.base`, served by Triton
-* :mod:`shared.triton.repository` - ``ModelSpec`` and ``write_model_repository``
+* :mod:`winnow.ops.triton.repository` - ``ModelSpec`` and ``write_model_repository``
 * :mod:`shared.triton.python_model` - the python-backend model every generated ``model.py`` runs
-* :mod:`shared.triton.server` - the ``tritonserver`` binary from the ``nvidia-pytriton`` wheel
+* :mod:`winnow.ops.triton.server` - the ``tritonserver`` binary from the ``nvidia-pytriton`` wheel
 
 Nothing is imported here: the python backend imports this package inside Triton, where only the
 contract and the model runtime are needed.

@@ -197,7 +197,7 @@ def remote_model(kind: str | ModelKind, client: TritonClient, model: str) -> _Re
     """The Triton-backed model of ``kind`` served as ``model``.
 
     ``kind="clip"`` gives a :class:`RemoteClipEncoder` over the two towers ``<model>_image`` and
-    ``<model>_text`` (the names :func:`shared.triton.repository.clip_model_specs` gives them).
+    ``<model>_text`` (the names :func:`winnow.ops.triton.repository.clip_model_specs` gives them).
     """
     if kind == "clip":
         return RemoteClipEncoder(client, contract.clip_tower_name(model, ModelKind.CLIP_IMAGE),

@@ -1,7 +1,7 @@
 """Chaos on the whole stack: replicas SIGKILLed, Kafka, S3 and Triton restarted, a replica frozen,
 all while a job runs; then nothing lost, nothing duplicated, a reason for every sample.
 
-The stack is the one ``winnow up`` runs (``shared.devstack.stack``): a real Kafka broker, the
+The stack is the one ``winnow up`` runs (``winnow.ops.devstack.stack``): a real Kafka broker, the
 SeaweedFS S3 server, Triton serving every offline model and a small CLIP, and every curation
 service as its own process, with ``Stack.supervise`` restarting dead replicas as a Deployment's
 controller would. The pool is real clip art served by the local web server.
@@ -32,13 +32,13 @@ import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaConsumer
 
-from shared.devstack.stack import Stack, StackOptions
-from shared.devstack.status import collect
+from winnow.ops.devstack.stack import Stack, StackOptions
+from winnow.ops.devstack.status import collect
 from shared.messages import decode_ref
 from shared.outages import is_outage
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.shards import iter_tar_samples, read_table
-from shared.topology import service
+from winnow.ops.topology import service
 from tests.infra.images import openclipart_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.s3, pytest.mark.timeout(1200)]
@@ -86,7 +86,7 @@ def _all_serving(stack: Stack) -> bool:
 
 
 def _health(replica) -> str:
-    from shared.devstack.processes import health_status
+    from winnow.ops.devstack.processes import health_status
 
     return health_status(replica.grpc_address, timeout=0.5)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.deploy import dockerfiles
-from shared.deploy.dockerfiles import DockerIgnore, check, image_pin_problem
+from winnow.ops.deploy import dockerfiles
+from winnow.ops.deploy.dockerfiles import DockerIgnore, check, image_pin_problem
 
 REPO = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("lock_variant", REPO / "docker" / "lock_variant.py")
@@ -27,7 +27,7 @@ def tree(tmp_path: Path) -> Path:
     shutil.copy(REPO / ".dockerignore", tmp_path / ".dockerignore")
     for name in ("requirements.lock", "requirements-nodeps.txt", "pyproject.toml", "README.md"):
         shutil.copy(REPO / name, tmp_path / name)
-    for name in ("protos", "shared", "services"):
+    for name in ("protos", "shared", "services", "winnow"):
         (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
     return tmp_path
 
@@ -201,7 +201,7 @@ def test_the_triton_image_serves_the_models_the_services_call_by_default():
 
 
 def test_the_triton_image_runs_the_release_the_tests_run():
-    from shared.triton.server import WHEEL_VERSION
+    from winnow.ops.triton.server import WHEEL_VERSION
 
     dockerfile = (REPO / "docker/triton.Dockerfile").read_text()
     assert _build_arg(REPO / "docker/triton.Dockerfile", "PYTRITON_VERSION") == WHEEL_VERSION

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from shared.deploy import kubernetes
-from shared.deploy.cli import REPO, drift
-from shared.deploy.k8s_common import K8S_ENDPOINTS, PLATFORM_CONFIGMAP, PLATFORM_KEYS
-from shared.deploy.k8s_overlays import DEV_MAX_REPLICAS, STRIMZI_BOOTSTRAP
-from shared.deploy.k8s_services import is_autoscaled
-from shared.deploy.k8s_validate import KustomizeError, kustomize_build, kustomize_command
-from shared.topology import SECRET_ENV, SERVICES, TOPIC_PARTITIONS, service_env, topics
+from winnow.ops.deploy import kubernetes
+from winnow.ops.deploy.cli import REPO, drift
+from winnow.ops.deploy.k8s_common import K8S_ENDPOINTS, PLATFORM_CONFIGMAP, PLATFORM_KEYS
+from winnow.ops.deploy.k8s_overlays import DEV_MAX_REPLICAS, STRIMZI_BOOTSTRAP
+from winnow.ops.deploy.k8s_services import is_autoscaled
+from winnow.ops.deploy.k8s_validate import KustomizeError, kustomize_build, kustomize_command
+from winnow.ops.topology import SECRET_ENV, SERVICES, TOPIC_PARTITIONS, service_env, topics
 
 
 @pytest.fixture(scope="module")
@@ -313,7 +313,7 @@ def test_an_unknown_kind_is_an_error_not_a_pass(k8s_copy):
 
 def test_without_kustomize_check_says_how_to_get_it(k8s_copy, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr("shared.deploy.k8s_validate.KUSTOMIZE_CACHE", tmp_path / "no-cache")
+    monkeypatch.setattr("winnow.ops.deploy.k8s_validate.KUSTOMIZE_CACHE", tmp_path / "no-cache")
     with pytest.raises(KustomizeError, match="go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"):
         kustomize_command()
     problems = kubernetes.check(k8s_copy)
@@ -321,7 +321,7 @@ def test_without_kustomize_check_says_how_to_get_it(k8s_copy, monkeypatch, tmp_p
 
 
 def test_without_kubectl_a_kustomize_binary_in_the_cache_is_used(monkeypatch, tmp_path):
-    from shared.deploy.k8s_validate import KUSTOMIZE_CACHE
+    from winnow.ops.deploy.k8s_validate import KUSTOMIZE_CACHE
 
     if not (KUSTOMIZE_CACHE / "kustomize").exists():
         pytest.skip(f"no kustomize in {KUSTOMIZE_CACHE}")

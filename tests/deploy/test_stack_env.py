@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.devstack.stack import Stack, StackOptions
-from shared.topology import SERVICES, STATE_ROOT, Endpoints, service_env
+from winnow.ops.devstack.stack import Stack, StackOptions
+from winnow.ops.topology import SERVICES, STATE_ROOT, Endpoints, service_env
 
 LOCAL = Endpoints(kafka_bootstrap="127.0.0.1:9092", triton_grpc="127.0.0.1:8001", s3_endpoint="http://127.0.0.1:8333",
                   job_root="s3://winnow/runs", host="127.0.0.1")

@@ -1,4 +1,4 @@
-"""The topology in shared/topology.py agrees with the services' own settings classes."""
+"""The topology in winnow/ops/topology.py agrees with the services' own settings classes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.topology import PIPELINE, SERVICES, TOPIC_PARTITIONS, Endpoints, service_env, settings_class, topics
+from winnow.ops.topology import PIPELINE, SERVICES, TOPIC_PARTITIONS, Endpoints, service_env, settings_class, topics
 
 ENDPOINTS = Endpoints(kafka_bootstrap="kafka:9092", triton_grpc="triton:8001", s3_endpoint="http://s3:8333",
                       job_root="s3://winnow/runs")

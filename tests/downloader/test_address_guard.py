@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.downloader.address_guard import AddressPolicy, BlockedAddressError
+from shared.address_guard import AddressPolicy, BlockedAddressError
 
 REFUSED = [
     ("127.0.0.1", "loopback"),

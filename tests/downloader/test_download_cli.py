@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from services.cli import build_parser, main
+from winnow.cli import build_parser, main
 from services.downloader.pool import read_pool
 from shared.shards import read_table
 from tests.downloader.wandb_records import logged_history, run_config

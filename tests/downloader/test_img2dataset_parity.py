@@ -59,7 +59,7 @@ def run_both(img2dataset: Path, args: list[str], out: Path) -> tuple[Path, Path]
     done = subprocess.run([str(img2dataset), *args, "--output_folder", str(theirs)], env=tool_environment(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    done = subprocess.run([sys.executable, "-m", "services.cli", "download", *args, "--output_folder", str(ours),
+    done = subprocess.run([sys.executable, "-m", "winnow.cli", "download", *args, "--output_folder", str(ours),
                            "--allow_networks", "127.0.0.0/8", "--disable_progress"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -113,7 +113,7 @@ def test_the_same_command_line_gives_the_same_layout(img2dataset, pool, tmp_path
 
 def test_every_img2dataset_option_is_taken(img2dataset):
     """img2dataset's download() signature, read from the installed package, against winnow's parser."""
-    from services.cli import build_parser
+    from winnow.cli import build_parser
 
     code = "import inspect, json, img2dataset; print(json.dumps(list(inspect.signature(img2dataset.download).parameters)))"
     names = json.loads(subprocess.run([str(img2dataset.parent / "python"), "-c", code], capture_output=True,

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.devstack.processes import health_status
+from winnow.ops.devstack.processes import health_status
 from shared.ports import free_port  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from kafka import KafkaConsumer
 
-from services.cli import main as winnow
+from winnow.cli import main as winnow
 from services.downloader.pool import generate_uid
 from shared.messages import decode_ref
 from shared.proto import downloader_pb2, downloader_pb2_grpc, extractor_pb2, extractor_pb2_grpc

@@ -32,7 +32,7 @@ from services.downloader.stage import DownloadOptions, DownloadStage
 from services.embed.stage import EmbedStage
 from services.filter.apply import FilterConfig
 from services.filter.stage import FilterOptions, FilterStage
-from services.pipeline import run_pipeline
+from shared.service.embedded import run_pipeline
 from services.safety.stage import SafetyOptions, SafetyStage
 from shared.messages import decode_ref, make_ref
 from shared.models.provider import clip_factory, model_factory

@@ -21,12 +21,12 @@ import pyarrow.parquet as pq
 import pytest
 from kafka import KafkaConsumer
 
-from shared.devstack.stack import Stack, StackOptions
-from shared.devstack.status import collect
+from winnow.ops.devstack.stack import Stack, StackOptions
+from winnow.ops.devstack.status import collect
 from shared.messages import decode_ref
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.shards import iter_tar_samples, read_table
-from shared.topology import TOPIC_PARTITIONS, service
+from winnow.ops.topology import TOPIC_PARTITIONS, service
 from tests.infra.images import openclipart_images
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]

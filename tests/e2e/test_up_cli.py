@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from shared.devstack.processes import REPO
+from winnow.ops.devstack.processes import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
 
 
 def winnow(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "winnow.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "COLUMNS": "200"})
 
 
@@ -32,7 +32,7 @@ def _alive(pid: int) -> bool:
 def test_up_status_scale_down(kafka_bootstrap, tmp_path):
     state_dir = tmp_path / "stack"
     log = open(tmp_path / "up.log", "w")
-    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--state_dir", str(state_dir),
+    up = subprocess.Popen([sys.executable, "-m", "winnow.cli", "up", "--state_dir", str(state_dir),
                            "--services", "safety", "blur", "--no_triton", "--no_s3", "--free_ports",
                            "--kafka", kafka_bootstrap], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:

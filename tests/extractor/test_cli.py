@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from services.cli import main
+from winnow.cli import main
 from tests.extractor import pages
 from tests.extractor.crawl_files import write_warc, write_wat
 from tests.extractor.test_extract_files import WAT_GALLERY

@@ -13,7 +13,7 @@ import pytest
 from services.filter import baselines as B
 from services.filter import cli as filter_cli
 from services.filter.apply import FilterConfig, apply_filter
-from services.filter.subset import load_subset, uids_to_hex
+from shared.subset import load_subset, uids_to_hex
 
 
 class ListedLanguages:

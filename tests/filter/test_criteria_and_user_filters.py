@@ -21,7 +21,7 @@ import pytest
 
 from services.filter.apply import FilterConfig, apply_filter
 from services.filter.criteria import Criterion, attribute, read_criteria, sidecar_paths
-from services.filter.subset import load_subset, uids_to_hex
+from shared.subset import load_subset, uids_to_hex
 from services.filter.user_filter import UserFilterError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -79,7 +79,7 @@ def test_basic_filter_counts_what_each_criterion_removed(ledger_dir, tmp_path):
 
 def test_winnow_filter_prints_the_criteria(ledger_dir, tmp_path):
     save = tmp_path / "basic.npy"
-    done = subprocess.run([sys.executable, "-m", "services.cli", "filter", "--name", "basic_filter",
+    done = subprocess.run([sys.executable, "-m", "winnow.cli", "filter", "--name", "basic_filter",
                            "--metadata_dir", str(ledger_dir), "--save_path", str(save)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -13,7 +13,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from shared.devstack.kafka import KafkaBroker
+from winnow.ops.devstack.kafka import KafkaBroker
 
 pytestmark = pytest.mark.kafka
 

@@ -12,7 +12,7 @@ import uuid
 import fsspec
 import pytest
 
-from shared.devstack.s3 import S3Server, find_weed_binary
+from winnow.ops.devstack.s3 import S3Server, find_weed_binary
 
 pytestmark = pytest.mark.s3
 

@@ -7,7 +7,7 @@ import argparse
 import numpy as np
 import pytest
 
-from shared.models import cli as models_cli
+from winnow.ops import models_cli
 from shared.models.registry import KINDS, all_presets, load_model, preset
 
 

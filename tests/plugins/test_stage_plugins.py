@@ -54,7 +54,7 @@ def _env(site: Path) -> dict:
 
 
 def winnow(site: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "services.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "winnow.cli", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env=_env(site))
 
 

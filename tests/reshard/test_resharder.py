@@ -14,9 +14,9 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from services.filter.subset import save_subset, uids_from_hex
+from shared.subset import save_subset, uids_from_hex
 from services.reshard import cli as reshard_cli
-from services.reshard.blur import SIGMA, grown_pixel_boxes
+from shared.face_blur import SIGMA, grown_pixel_boxes
 from services.reshard.resharder import ReshardConfig, reshard
 from shared.shards import FAILED_TO_DOWNLOAD, SUCCESS, ShardWriter, read_stats, read_table, sample_key, shard_prefix
 from tests.infra.images import skimage_images
@@ -196,7 +196,7 @@ def test_blur_changes_only_the_face_region(pool, tmp_path, images):
 
 
 def test_jpeg_blur_keeps_far_pixels_close(images):
-    from services.reshard.blur import blur_encoded
+    from shared.face_blur import blur_encoded
 
     data = encoded("astronaut.png", "JPEG", 200)
     blurred = blur_encoded(data, "jpg", [[0.0, 0.0, 0.2, 0.2]], quality=95)
@@ -263,7 +263,7 @@ def test_cli_takes_datacomps_spellings(pool, tmp_path):
 @pytest.mark.s3
 def test_filter_and_reshard_on_s3(s3_bucket, images):
     from services.filter.apply import FilterConfig, apply_filter
-    from services.filter.subset import uids_to_hex
+    from shared.subset import uids_to_hex
 
     root = f"{s3_bucket}/job/embed"
     write_input_shard(root, 0, [{"uid": uid(0), "text": "a rocket"}, {"uid": uid(1), "text": "a cat", "image": "jpg2"},

@@ -1,6 +1,6 @@
 """The target of the attack suite: services started as ``winnow up`` starts them, canaries, a recorder.
 
-One stack per session (``shared.devstack.stack.Stack``: the topology's environment, real
+One stack per session (``winnow.ops.devstack.stack.Stack``: the topology's environment, real
 processes) runs the downloader, extractor, trainer and evaluator over the session's Kafka, with a
 bearer token, the local job storage ``state_dir/runs`` and, besides it, an S3 bucket on the
 session's SeaweedFS (``s3://<bucket>/runs`` to write, ``s3://<bucket>/pools`` to read) as an
@@ -28,7 +28,7 @@ import fsspec
 import grpc
 import pytest
 
-from shared.devstack.stack import Stack, StackOptions
+from winnow.ops.devstack.stack import Stack, StackOptions
 from shared.proto import downloader_pb2_grpc, extractor_pb2_grpc, training_pb2_grpc
 from tests.extractor.crawl_files import Page, write_warc
 

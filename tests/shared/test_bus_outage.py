@@ -14,7 +14,7 @@ import time
 import pytest
 
 from shared.bus.kafka import KafkaBus
-from shared.devstack.kafka import KafkaBroker
+from winnow.ops.devstack.kafka import KafkaBroker
 from shared.messages import decode_ref, encode_ref, make_ref
 from shared.ports import free_port
 from shared.service.worker import ShardWorker

@@ -5,8 +5,8 @@ from __future__ import annotations
 import fsspec
 import pytest
 
-from shared.devstack.cli import _upload_pool
-from shared.topology import pools_root
+from winnow.ops.devstack.cli import _upload_pool
+from winnow.ops.topology import pools_root
 
 
 def test_a_local_pool_goes_to_the_pools_folder_beside_the_job_storage(tmp_path):

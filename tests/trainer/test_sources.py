@@ -455,7 +455,7 @@ def test_winnow_train_on_a_job_and_a_pool_with_weights(tmp_path, web, three_sour
     tiny.pop("name")
     tiny["samples_seen"] = 2 * 4 * 32  # 2 checkpoints of 4 steps of 32
     (tmp_path / "short.json").write_text(json.dumps(tiny))
-    command = [sys.executable, "-m", "services.cli", "train", "--scale", str(tmp_path / "short.json"),
+    command = [sys.executable, "-m", "winnow.cli", "train", "--scale", str(tmp_path / "short.json"),
                "--data_dir", three_sources[2], "--data_dir", str(tmp_path / "photos.parquet"),
                "--data_weights", "0.7", "0.3", "--output_dir", str(tmp_path / "runs"), "--exp_name", "byod",
                "--num_checkpoints", "2", "--workers", "0", "--device", "cpu", "--log_every_n_steps", "1",

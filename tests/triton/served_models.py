@@ -1,7 +1,7 @@
 """The models the session's one Triton server (``tests/conftest.py``) serves.
 
 The ``tritonserver`` binary comes from the ``nvidia-pytriton`` wheel (fetched into the cache on
-first use, see :mod:`shared.triton.server`); the tests skip only where no such binary can exist.
+first use, see :mod:`winnow.ops.triton.server`); the tests skip only where no such binary can exist.
 The server runs in explicit model-control mode: the toy models load at start, each real offline
 model (``shared.models`` presets) only in the test that needs it, so a broken real model fails
 its own test and nothing else.
@@ -9,9 +9,9 @@ its own test and nothing else.
 
 from __future__ import annotations
 
-from shared.models.cli import repository_specs
+from winnow.ops.models_cli import repository_specs
 from shared.triton.contract import ModelKind
-from shared.triton.repository import ModelSpec, clip_model_specs
+from winnow.ops.triton.repository import ModelSpec, clip_model_specs
 
 TOY = "tests.triton.toy_models"
 

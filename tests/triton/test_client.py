@@ -10,7 +10,7 @@ import pytest
 
 from shared.triton import contract
 from shared.triton.client import TritonClient, TritonUnavailable
-from shared.triton.server import TritonServerError, find_tritonserver
+from winnow.ops.triton.server import TritonServerError, find_tritonserver
 
 
 def _closed_port() -> int:

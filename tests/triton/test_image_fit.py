@@ -19,8 +19,8 @@ from PIL import Image
 from shared.triton import contract
 from shared.triton.contract import ModelKind
 from shared.triton.remote import RemoteClipEncoder
-from shared.triton.repository import ModelSpec, clip_model_specs, write_model_repository
-from shared.triton.server import TritonServer, TritonServerError
+from winnow.ops.triton.repository import ModelSpec, clip_model_specs, write_model_repository
+from winnow.ops.triton.server import TritonServer, TritonServerError
 from tests.conftest import REPO_ROOT
 from tests.infra.images import openclipart_images, skimage_photos
 

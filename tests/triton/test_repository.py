@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2
 
 from shared.triton import contract
 from shared.triton.contract import ModelKind
-from shared.triton.repository import MODEL_PY, ModelSpec, clip_model_specs, render_config, write_model_repository
+from winnow.ops.triton.repository import MODEL_PY, ModelSpec, clip_model_specs, render_config, write_model_repository
 
 
 def parse_config(text: str) -> model_config_pb2.ModelConfig:

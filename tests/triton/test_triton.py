@@ -27,8 +27,8 @@ from shared.triton.remote import (
     RemoteTextToxicity,
     remote_model,
 )
-from shared.triton.repository import ModelSpec, write_model_repository
-from shared.triton.server import TritonServer, TritonServerError
+from winnow.ops.triton.repository import ModelSpec, write_model_repository
+from winnow.ops.triton.server import TritonServer, TritonServerError
 from tests.triton import toy_models as toy
 from tests.conftest import REPO_ROOT
 from tests.triton.served_models import REAL_MODELS, TOY_MODELS
@@ -279,7 +279,7 @@ def test_start_fails_with_the_reason_from_the_log(triton_install, tmp_path):
 def test_start_retries_when_a_chosen_port_is_taken(triton_install, tmp_path, monkeypatch):
     import socket
 
-    from shared.triton import server as server_module
+    from winnow.ops.triton import server as server_module
 
     repository = write_model_repository(tmp_path / "repository", TOY_MODELS[:1])
     realfree_ports = server_module.free_ports

@@ -1,2 +1,0 @@
-"""The platform winnow needs, as local processes: Kafka (KRaft, from Maven Central jars),
-an S3 store (SeaweedFS) and Triton (shared/triton/server.py) — for `winnow up` and the tests."""

@@ -1,0 +1,200 @@
+"""The ``winnow`` command.
+
+    winnow run POOL --out DIR        the whole pipeline in one process, no servers
+    winnow run --example --out DIR   the same on a built-in pool of real images
+    winnow download ...              img2dataset's command line on winnow's downloader
+    winnow redownload ...            fetch again only the samples that failed transiently
+    winnow report JOB --out FILE     a curation report of a job, as one offline HTML page
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+
+from services.dedup import cli as dedup_cli
+from services.downloader import cli as downloader_cli
+from services.evaluator import cli as evaluator_cli
+from services.extractor import cli as extractor_cli
+from services.filter import cli as filter_cli
+from services.filter.apply import BASELINES
+from winnow.report import cli as report_cli
+from services.reshard import cli as reshard_cli
+from services.trainer import cli as trainer_cli
+from services.downloader.options import recorded_options
+from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
+from winnow.pipeline import STAGE_NAMES
+from winnow.ops.deploy import cli as deploy_cli
+from winnow.ops.devstack import cli as devstack_cli
+from shared.logs import configure_logging
+from winnow.ops import models_cli
+from shared.shards import ShardFormatError
+from shared.summary import print_stage_summary
+
+
+def _add_run_parser(subparsers) -> None:
+    parser = subparsers.add_parser("run", help="run the pipeline in one process (embedded bus, local files)",
+                                   formatter_class=downloader_cli.Formatter)
+    parser.add_argument("pool", nargs="?", help="pool file or directory (parquet, csv, tsv, json, jsonl, txt)")
+    parser.add_argument("--out", required=True, help="job directory for every stage's shards")
+    parser.add_argument("--example", action="store_true",
+                        help="use the built-in pool of real images, served from 127.0.0.1 for this run")
+    parser.add_argument("--input_format", choices=FORMATS, default="")
+    parser.add_argument("--url_col", default="url")
+    parser.add_argument("--caption_col", default="text")
+    parser.add_argument("--samples_per_shard", type=int, default=10_000)
+    parser.add_argument("--max_samples", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=2, help="shards processed at once per stage")
+    parser.add_argument("--no_progress", action="store_true")
+    pipeline = parser.add_argument_group("pipeline")
+    pipeline.add_argument("--stages", nargs="+", default=list(STAGE_NAMES), metavar="STAGE",
+                          help=f"stages to run, in order: {' '.join(STAGE_NAMES)} (embed needs --clip_model), and "
+                               "any installed stage plugin (entry-point group winnow.stages) where it should run")
+    pipeline.add_argument("--stage_option", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                          help="an option for a stage plugin, e.g. sharpness:min_sharpness=50")
+    pipeline.add_argument("--model_preset", default="offline", help="offline (weights in packages) or production")
+    pipeline.add_argument("--triton_url", default="", help="serve the models from this Triton (host:port)")
+    pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")
+    pipeline.add_argument("--clip_model", action="append", default=[], metavar="KEY=ARCH[:CHECKPOINT]",
+                          help="a CLIP model for embed, e.g. b32=ViT-B-32:openai or tiny=winnow-tiny-ViT:ckpt.pt")
+    pipeline.add_argument("--filter", default="basic_filter", metavar="NAME",
+                          help=f"DataComp baseline applied to the whole pool at the end, then resharded: none, "
+                               f"{', '.join(BASELINES)}, or module:function for a filter of your own")
+    pipeline.add_argument("--threshold", type=float, default=None, help="clip_score baselines: score threshold")
+    pipeline.add_argument("--fraction", type=float, default=None, help="clip_score baselines: top fraction kept")
+    pipeline.add_argument("--arch", default=None, help="clip_score baselines: which model key's score (b32, l14)")
+    pipeline.add_argument("--shard_size", type=int, default=10_000, help="samples per resharded shard")
+    loop = parser.add_argument_group("training and evaluation (the full DataComp loop)")
+    loop.add_argument("--train_scale", default="", help="train a CLIP on the subset at this scale (e.g. tiny)")
+    loop.add_argument("--eval_data", default="", help="evaluate the trained model on these sets "
+                      "(winnow eval-data build --out DIR)")
+    downloader_cli.add_download_options(parser)
+    parser.set_defaults(func=run_command)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from shared.service.embedded import run_pipeline
+    from winnow.pipeline import build_stages, example_pool
+
+    if bool(args.pool) == bool(args.example):
+        raise SystemExit("winnow run: give a POOL or --example (not both)")
+    if args.filter != "none" and args.filter not in BASELINES and ":" not in args.filter:
+        raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {args.filter!r}")
+    console = Console()
+    with example_pool(args) as pool:
+        manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
+                               caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
+                               max_samples=args.max_samples,
+                               options=recorded_options(args, downloader_cli.DATACOMP_PROFILE))
+        console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
+                      f"-> {manifest.job_root}")
+        if manifest.sample_count == 0:
+            raise PoolFormatError(f"the pool {pool} has no rows: nothing to curate")
+        stages = build_stages(args)
+        if "embed" in args.stages and not args.clip_model:
+            console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
+        result = run_pipeline(manifest, stages, workers_per_stage=args.workers, show_progress=not args.no_progress,
+                              console=console)
+    print_stage_summary(console, result.totals)
+    if args.filter != "none" and not result.dead_letters:
+        resharded = filter_job(args, manifest, stages[-1].name)
+        console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
+                      f"-> {resharded.uri}")
+        print_filter_criteria(console, manifest.job_root)
+        if args.train_scale:
+            train_and_evaluate(args, manifest, resharded.uri, console)
+    for letter in result.dead_letters:
+        console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
+    return 1 if result.dead_letters else 0
+
+
+def print_filter_criteria(console: Console, job_root: str) -> None:
+    """What each of the filter's criteria removed, from the summary written beside its subset."""
+    from services.filter.cli import print_criteria
+    from services.filter.stage import filter_summary
+
+    summary = filter_summary(job_root)
+    if summary and summary.get("removed_by"):
+        print_criteria(console, argparse.Namespace(name=summary["filter"], removed_by=summary["removed_by"],
+                                                   rules=summary.get("rules", {}), kept=summary["kept"],
+                                                   candidates=summary["candidates"]))
+
+
+def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, console: Console) -> None:
+    """Train the chosen scale on the subset, then evaluate it and print DataComp's table."""
+    from services.trainer.train import TrainConfig, train
+
+    trained = train(TrainConfig(scale=args.train_scale, data=(subset_dir,),
+                                output_dir=f"{manifest.job_root}/training", exp_name=f"{args.train_scale}_scale",
+                                num_checkpoints=2, workers=1))
+    console.print(f"trained {trained.scale.name} ({trained.scale.model}): {trained.samples_seen} samples seen, "
+                  f"final loss {trained.final_loss} -> {trained.checkpoint}")
+    if not args.eval_data:
+        console.print("evaluation skipped: no --eval_data (winnow eval-data build --out DIR)")
+        return
+    from services.evaluator.cli import run_evaluation
+    from services.evaluator.evaluate import results_tables
+
+    evaluation = argparse.Namespace(train_output_dir=str(trained.run_dir), output_dir=None, data_dir=args.eval_data,
+                                    tasks=None, model=None, checkpoint=None, batch_size=64, device=None,
+                                    overwrite=False)
+    results, _ = run_evaluation(evaluation, console)
+    for table in results_tables(results):
+        console.print(table)
+
+
+def filter_job(args: argparse.Namespace, manifest, last_stage: str):
+    """Apply the chosen baseline to the finished job and reshard the subset."""
+    from services.filter.apply import FilterConfig
+    from services.filter.stage import FilterOptions, FilterStage
+    from shared.messages import make_ref
+    from shared.shards import shard_prefix
+    from shared import storage
+
+    config = FilterConfig(name=args.filter, metadata_dir="", threshold=args.threshold, fraction=args.fraction,
+                          arch=args.arch)
+    last = make_ref(job_id=manifest.job_id, shard_id=0, stage=last_stage, job_root=manifest.job_root,
+                    uri=shard_prefix(storage.join(manifest.job_root, last_stage), 0), sample_count=0,
+                    shard_count=manifest.shard_count)
+    stage = FilterStage(FilterOptions(config, shard_size=args.shard_size))
+    summary = stage.finish_job(last)
+    if summary is None:
+        raise RuntimeError(f"the job's {last_stage} stage has not finished every shard")
+    return stage.result_ref(last, summary)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="winnow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--log_level", default="WARNING")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_run_parser(subparsers)
+    downloader_cli.add_parser(subparsers)
+    extractor_cli.add_parser(subparsers)
+    dedup_cli.add_parser(subparsers)
+    filter_cli.add_parser(subparsers)
+    reshard_cli.add_parser(subparsers)
+    report_cli.add_parser(subparsers)
+    models_cli.add_parser(subparsers)
+    trainer_cli.add_parser(subparsers)
+    evaluator_cli.add_parser(subparsers)
+    deploy_cli.add_parser(subparsers)
+    devstack_cli.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # which options were given (download --scale)
+    configure_logging(args.log_level, json_format=False)
+    try:
+        return args.func(args)
+    except (PoolFormatError, ShardFormatError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        Console(stderr=True, soft_wrap=True).print(f"[red]winnow {args.command}: {exc}")  # one line, unwrapped
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Operations tooling: the topology, deployment rendering and checks, the local stack, Triton's launcher."""
