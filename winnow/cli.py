@@ -1,10 +1,19 @@
-"""The ``winnow`` command.
+"""The ``winnow`` command, every subcommand of it:
 
-    winnow run POOL --out DIR        the whole pipeline in one process, no servers
-    winnow run --example --out DIR   the same on a built-in pool of real images
-    winnow download ...              img2dataset's command line on winnow's downloader
-    winnow redownload ...            fetch again only the samples that failed transiently
-    winnow report JOB --out FILE     a curation report of a job, as one offline HTML page
+Curation, in one process:
+    winnow run POOL --out DIR            download, safety, dedup, blur, embed, filter + reshard
+    winnow run --example --out DIR       the same on a built-in pool of real images
+    winnow download ... / redownload     img2dataset's command line on winnow's downloader
+    winnow extract ...                   image URLs and alt text from Common Crawl WARC/WAT files
+    winnow dedup build-index ...         an evaluation-set index for decontamination
+    winnow filter ... / reshard ...      DataComp's baselines (or your own filter) and its resharder
+    winnow report JOB --out FILE         a curation report of a job, as one offline HTML page
+Models, training and evaluation:
+    winnow models list|repository|fetch|train-clip|serve
+    winnow train ... / evaluate ... / eval-data build|images|list
+Operations:
+    winnow deploy render|check           docker-compose.yml and k8s/ from the topology
+    winnow up / status / scale / submit / down   the topology as local processes
 """
 
 from __future__ import annotations
@@ -134,13 +143,10 @@ def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, cons
     if not args.eval_data:
         console.print("evaluation skipped: no --eval_data (winnow eval-data build --out DIR)")
         return
-    from services.evaluator.cli import run_evaluation
     from services.evaluator.evaluate import results_tables
+    from services.evaluator.run import evaluate_run
 
-    evaluation = argparse.Namespace(train_output_dir=str(trained.run_dir), output_dir=None, data_dir=args.eval_data,
-                                    tasks=None, model=None, checkpoint=None, batch_size=64, device=None,
-                                    overwrite=False)
-    results, _ = run_evaluation(evaluation, console)
+    results, _ = evaluate_run(trained.run_dir, data_dir=args.eval_data, say=console.print)
     for table in results_tables(results):
         console.print(table)
 

@@ -84,10 +84,6 @@ class Results:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
-    def datacomp_lines(self) -> list[str]:
-        """DataComp's ``eval_results.jsonl`` lines for the ok tasks (see :func:`datacomp_line`)."""
-        return [datacomp_line(r) for r in self.tasks if r.status == OK]
-
 
 def datacomp_line(result: TaskResult) -> str:
     """One line of DataComp's ``eval_results.jsonl``: ``key``, ``dataset``, ``metrics`` (with ``main_metric``).

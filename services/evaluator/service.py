@@ -8,15 +8,13 @@ run (``eval_results.jsonl``, ``eval_summary.json``; a rerun resumes) and publish
 
 from __future__ import annotations
 
-import argparse
 import json
 import threading
 from pathlib import Path
 
 import grpc
-from rich.console import Console
 
-from services.evaluator.cli import SUMMARY_FILE, run_evaluation
+from services.evaluator.run import SUMMARY_FILE, evaluate_run
 from shared import storage
 from shared.access import AccessPolicy, check_identifier
 from shared.messages import ShardRef, make_ref
@@ -46,11 +44,9 @@ class EvaluatorStage(Stage):
 
     def evaluate(self, train_output_dir: str, *, model: str | None = None, checkpoint: str | None = None,
                  tasks: list[str] | None = None):
-        args = argparse.Namespace(train_output_dir=train_output_dir, output_dir=None, data_dir=self.data_dir,
-                                  tasks=tasks or self.tasks, model=model, checkpoint=checkpoint,
-                                  batch_size=self.batch_size, device=self.device, overwrite=False)
         with self._lock:
-            results, _ = run_evaluation(args, Console(quiet=True))
+            results, _ = evaluate_run(train_output_dir, data_dir=self.data_dir, tasks=tasks or self.tasks, model=model,
+                                      checkpoint=checkpoint, batch_size=self.batch_size, device=self.device)
         return results
 
     def process(self, ref: ShardRef) -> ShardRef:

@@ -1,5 +1,5 @@
 """The narrow interfaces stages depend on. Each has an in-process implementation (real weights)
-and a Triton-backed one (``shared.models.remote``) with identical inputs and outputs.
+and a Triton-backed one (``shared.triton.remote``) with identical inputs and outputs.
 
 Images cross these interfaces as ``uint8`` RGB arrays of shape ``(H, W, 3)``; batches are lists,
 since sizes differ. Scores are ``float32`` arrays with one entry per input.

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from services.evaluator import cli as evaluator_cli
+from services.evaluator import run as evaluator_run
 from services.evaluator.data import WdsEvalSet
 from services.evaluator.evaluate import (FAILED, MISSING, OK, TaskResult, aggregate, datacomp_line, evaluate,
                                          read_datacomp_lines, results_from_dict, results_tables)
@@ -227,11 +228,11 @@ def test_cli_evaluates_the_final_checkpoint_and_resumes(eval_data, tmp_path):
                    run / "checkpoints" / f"epoch_{epoch}.pt")
     (run / "info.json").write_text(json.dumps({"scale_config": {"model": "winnow-tiny-ViT"}}))
 
-    assert evaluator_cli.resolve_model(run) == ("winnow-tiny-ViT", run / "checkpoints" / "epoch_10.pt")
+    assert evaluator_run.resolve_model(run) == ("winnow-tiny-ViT", run / "checkpoints" / "epoch_10.pt")
     named = {"scale_config": {"model": "winnow-tiny-ViT"}, "checkpoint": str(run / "checkpoints" / "epoch_2.pt")}
     (run / "info.json").write_text(json.dumps(named))  # the trainer names its final checkpoint: that one
-    assert evaluator_cli.resolve_model(run) == ("winnow-tiny-ViT", run / "checkpoints" / "epoch_2.pt")
-    assert evaluator_cli.resolve_model(run, "ViT-B-32", str(run / "checkpoints" / "epoch_1.pt"))[0] == "ViT-B-32"
+    assert evaluator_run.resolve_model(run) == ("winnow-tiny-ViT", run / "checkpoints" / "epoch_2.pt")
+    assert evaluator_run.resolve_model(run, "ViT-B-32", str(run / "checkpoints" / "epoch_1.pt"))[0] == "ViT-B-32"
     (run / "info.json").write_text(json.dumps({"scale_config": {"model": "winnow-tiny-ViT"}}))
     argv = ["evaluate", "--train_output_dir", str(run), "--data_dir", str(eval_data["root"]), "--tasks", "local"]
     assert _cli(argv) == 0
