@@ -28,7 +28,7 @@ from services.downloader import cli as downloader_cli
 from services.evaluator import cli as evaluator_cli
 from services.extractor import cli as extractor_cli
 from services.filter import cli as filter_cli
-from services.filter.apply import BASELINES
+from services.filter.apply import BASELINES, FilterConfig
 from winnow.report import cli as report_cli
 from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
@@ -37,6 +37,7 @@ from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from winnow.pipeline import STAGE_NAMES
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
+from shared.jobs import JobManifest
 from shared.logs import configure_logging
 from winnow.ops import models_cli
 from shared.shards import ShardFormatError
@@ -108,7 +109,9 @@ def run_command(args: argparse.Namespace) -> int:
                               console=console)
     print_stage_summary(console, result.totals)
     if args.filter != "none" and not result.dead_letters:
-        resharded = filter_job(args, manifest, stages[-1].name)
+        config = FilterConfig(name=args.filter, metadata_dir="", threshold=args.threshold, fraction=args.fraction,
+                              arch=args.arch)
+        resharded = filter_job(manifest, stages[-1].name, config, shard_size=args.shard_size)
         console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
                       f"-> {resharded.uri}")
         print_filter_criteria(console, manifest.job_root)
@@ -151,24 +154,15 @@ def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, cons
         console.print(table)
 
 
-def filter_job(args: argparse.Namespace, manifest, last_stage: str):
-    """Apply the chosen baseline to the finished job and reshard the subset."""
-    from services.filter.apply import FilterConfig
+def filter_job(manifest: JobManifest, last_stage: str, config: FilterConfig, *, shard_size: int):
+    """Apply the filter ``config`` names to the finished job and reshard the subset; the subset's reference."""
     from services.filter.stage import FilterOptions, FilterStage
-    from shared.messages import make_ref
-    from shared.shards import shard_prefix
-    from shared import storage
 
-    config = FilterConfig(name=args.filter, metadata_dir="", threshold=args.threshold, fraction=args.fraction,
-                          arch=args.arch)
-    last = make_ref(job_id=manifest.job_id, shard_id=0, stage=last_stage, job_root=manifest.job_root,
-                    uri=shard_prefix(storage.join(manifest.job_root, last_stage), 0), sample_count=0,
-                    shard_count=manifest.shard_count)
-    stage = FilterStage(FilterOptions(config, shard_size=args.shard_size))
-    summary = stage.finish_job(last)
+    stage = FilterStage(FilterOptions(config, shard_size=shard_size))
+    summary = stage.finish_job(manifest.job_root, last_stage, manifest.shard_count)
     if summary is None:
         raise RuntimeError(f"the job's {last_stage} stage has not finished every shard")
-    return stage.result_ref(last, summary)
+    return stage.result_ref(manifest.job_id, manifest.job_root, summary)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,35 +45,41 @@ class FilterStage(Stage):
     def process_shard(self, ref: ShardRef, prefix: str):  # pragma: no cover - jobs, not shards
         raise TypeError("the filter stage works on whole jobs; call process()")
 
-    def job_complete(self, ref: ShardRef) -> bool:
-        source = storage.join(ref.job_root, ref.stage)
-        return ref.shard_count > 0 and all(is_complete(shard_prefix(source, i)) for i in range(ref.shard_count))
+    def job_complete(self, job_root: str, last_stage: str, shard_count: int) -> bool:
+        """Whether every shard of the job has passed ``last_stage`` (its completion marker is there)."""
+        source = storage.join(job_root, last_stage)
+        return shard_count > 0 and all(is_complete(shard_prefix(source, i)) for i in range(shard_count))
 
     def process(self, ref: ShardRef) -> ShardRef | None:
         """The resharded subset's reference, once per job: None while the job is incomplete, and
         None for a late message of a shard other than the one that completed the job."""
-        summary = self.finish_job(ref)
+        summary = self.finish_job(ref.job_root, ref.stage, ref.shard_count, completed_by_shard=ref.shard_id)
         if summary is None or summary.get("completed_by_shard", ref.shard_id) != ref.shard_id:
             return None
-        return self.result_ref(ref, summary)
+        return self.result_ref(ref.job_id, ref.job_root, summary)
 
-    def finish_job(self, ref: ShardRef) -> dict | None:
-        """Filter and reshard the job if it is complete and not done yet; the result's summary."""
-        marker = storage.join(ref.job_root, self.output_name, DONE_MARKER)
+    def finish_job(self, job_root: str, last_stage: str, shard_count: int, *,
+                   completed_by_shard: int = 0) -> dict | None:
+        """Filter and reshard the job if every shard has passed ``last_stage`` and it is not done yet.
+
+        The result's summary, or None while shards are missing. ``completed_by_shard`` is recorded
+        in the summary: the message of that shard is the one that publishes the result.
+        """
+        marker = storage.join(job_root, self.output_name, DONE_MARKER)
         if not storage.exists(marker):
-            if not self.job_complete(ref):
+            if not self.job_complete(job_root, last_stage, shard_count):
                 return None
-            output_dir = storage.join(ref.job_root, self.output_name)
-            summary = self.run_job(ref.job_root, storage.join(ref.job_root, ref.stage), output_dir)
-            summary["completed_by_shard"] = ref.shard_id
+            output_dir = storage.join(job_root, self.output_name)
+            summary = self.run_job(job_root, storage.join(job_root, last_stage), output_dir)
+            summary["completed_by_shard"] = completed_by_shard
             storage.write_text(marker, json.dumps(summary, indent=1, default=str))
         return json.loads(storage.read_text(marker))
 
-    def result_ref(self, ref: ShardRef, summary: dict) -> ShardRef:
+    def result_ref(self, job_id: str, job_root: str, summary: dict) -> ShardRef:
         """The reference to the resharded subset that ``summary`` describes."""
-        return make_ref(job_id=ref.job_id, shard_id=0, stage=self.output_name,
-                        uri=storage.join(ref.job_root, self.output_name), sample_count=summary["samples_written"],
-                        job_root=ref.job_root, shard_count=summary["output_shards"])
+        return make_ref(job_id=job_id, shard_id=0, stage=self.output_name,
+                        uri=storage.join(job_root, self.output_name), sample_count=summary["samples_written"],
+                        job_root=job_root, shard_count=summary["output_shards"])
 
     def run_job(self, job_root: str, metadata_dir: str, output_dir: str) -> dict:
         # A filter of your own is named module:function; its files are named module.function.npy.
