@@ -19,6 +19,7 @@ Operations:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from rich.console import Console
@@ -86,14 +87,17 @@ def _add_run_parser(subparsers) -> None:
 
 def run_command(args: argparse.Namespace) -> int:
     from shared.service.embedded import run_pipeline
-    from winnow.pipeline import build_stages, example_pool
+    from winnow.pipeline import EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, example_pool
 
     if bool(args.pool) == bool(args.example):
         raise SystemExit("winnow run: give a POOL or --example (not both)")
     if args.filter != "none" and args.filter not in BASELINES and ":" not in args.filter:
         raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {args.filter!r}")
     console = Console()
-    with example_pool(args) as pool:
+    if args.example:  # the example server is on loopback: allow exactly it, for this run only
+        args.allow_networks = [*args.allow_networks, EXAMPLE_NETWORK]
+        args.samples_per_shard = min(args.samples_per_shard, EXAMPLE_SAMPLES_PER_SHARD)
+    with example_pool() if args.example else contextlib.nullcontext(args.pool) as pool:
         manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
                                caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
                                max_samples=args.max_samples,

@@ -65,20 +65,23 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     return stages
 
 
+#: What the example pool needs of the download options: its server is on loopback, and it is small.
+EXAMPLE_NETWORK = "127.0.0.1/32"
+EXAMPLE_SAMPLES_PER_SHARD = 32
+
+
 @contextlib.contextmanager
-def example_pool(args: argparse.Namespace) -> Iterator[str]:
-    """The pool to run: the user's, or the built-in example served from loopback for this run."""
-    if not args.example:
-        yield args.pool
-        return
+def example_pool() -> Iterator[Path]:
+    """The built-in example pool, its images served from loopback while the context is open.
+
+    Downloading it needs ``EXAMPLE_NETWORK`` allowed (and at most ``EXAMPLE_SAMPLES_PER_SHARD``
+    samples a shard gives it several shards).
+    """
     from winnow.example import ExampleServer, build_example_pool
 
     workdir = Path(tempfile.mkdtemp(prefix="winnow-example-"))
     (workdir / "www").mkdir(parents=True, exist_ok=True)
     server = ExampleServer(workdir / "www")
     pool = build_example_pool(workdir, server.base_url)
-    # The example server is on loopback; allow exactly it, for this run only.
-    args.allow_networks = [*args.allow_networks, "127.0.0.1/32"]
-    args.samples_per_shard = min(args.samples_per_shard, 32)
     with server:
-        yield str(pool)
+        yield pool
