@@ -15,9 +15,10 @@ from services.downloader.stage import DownloadStage, SampleOutcome, download_sam
 from shared import storage
 from shared.access import AccessPolicy, check_identifier
 from shared.bus.base import Bus
-from shared.jobs import JobManifest, job_stages, publish_pool, stage_totals
+from shared.jobs import JobManifest, publish_pool
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
+from shared.service.job_progress import requested_job_root, stage_progress
 from shared.service.refusals import refusals_as_status
 
 log = structlog.get_logger(__name__)
@@ -93,21 +94,15 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
         return downloader_pb2.FetchUrlsResponse(images=[_fetched(u, o) for u, o in zip(request.urls, outcomes)])
 
     def GetJob(self, request, context):
-        if not request.job_root and not request.job_id:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id or job_root is required")
-        with refusals_as_status(context):
-            job_root = (self.policy.read(request.job_root, "job_root") if request.job_root
-                        else storage.join(self.output_uri, check_identifier(request.job_id, "job_id")))
+        job_root = requested_job_root(request, context, self.policy, self.output_uri)
         if not JobManifest.exists(job_root):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job at {job_root}")
         manifest = JobManifest.load(job_root)
-        stages = [stage_totals(job_root, name) for name in job_stages(job_root)]
+        stages = stage_progress(job_root)
         downloaded = next((s.shards_done for s in stages if s.stage == self.stage.name), 0)
         return downloader_pb2.JobProgress(
             job_id=manifest.job_id, job_root=job_root, shard_count=manifest.shard_count,
-            sample_count=manifest.sample_count, done=downloaded >= manifest.shard_count,
-            stages=[downloader_pb2.StageProgress(stage=s.stage, shards_done=s.shards_done, samples=s.samples,
-                                                 kept=s.kept, reasons=dict(s.reasons)) for s in stages])
+            sample_count=manifest.sample_count, done=downloaded >= manifest.shard_count, stages=stages)
 
 
 def _without_content(exc: Exception, pool_uri: str) -> str:

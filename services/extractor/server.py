@@ -17,9 +17,9 @@ from services.extractor.stage import ExtractStage
 from shared import storage
 from shared.access import AccessPolicy, check_identifier
 from shared.bus.base import Bus
-from shared.jobs import job_stages, stage_totals
-from shared.proto import downloader_pb2, extractor_pb2, extractor_pb2_grpc
+from shared.proto import extractor_pb2, extractor_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
+from shared.service.job_progress import requested_job_root, stage_progress
 from shared.service.refusals import refusals_as_status
 
 log = structlog.get_logger(__name__)
@@ -120,21 +120,15 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
         return extractor_pb2.SubmitCrawlResponse(job_id=job.job_id, job_root=job.job_root, file_count=len(job.files))
 
     def GetJob(self, request, context):
-        if not request.job_root and not request.job_id:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job_id or job_root is required")
-        with refusals_as_status(context):
-            job_root = (self.policy.read(request.job_root, "job_root") if request.job_root
-                        else storage.join(self.output_uri, check_identifier(request.job_id, "job_id")))
+        job_root = requested_job_root(request, context, self.policy, self.output_uri)
         if not CrawlJob.exists(job_root):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no crawl job at {job_root}")
         job = CrawlJob.load(job_root)
         finished = job_file_stats(job_root)
-        stages = [stage_totals(job_root, name) for name in job_stages(job_root)]
         return extractor_pb2.CrawlJobProgress(
             job_id=job.job_id, job_root=job_root, file_count=len(job.files), files_done=len(finished),
             done=len(finished) >= len(job.files), totals=stats_message(sum_file_stats(finished)),
-            stages=[downloader_pb2.StageProgress(stage=s.stage, shards_done=s.shards_done, samples=s.samples,
-                                                 kept=s.kept, reasons=dict(s.reasons)) for s in stages])
+            stages=stage_progress(job_root))
 
 
 def extractor_bindings(stage: ExtractStage, *, input_topic: str, output_uri: str, policy: AccessPolicy | None = None):
