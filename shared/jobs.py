@@ -94,10 +94,10 @@ def job_stages(job_root: str) -> list[str]:
     return sorted({m.rstrip("/").split("/")[-2] for m in markers})
 
 
-def publish_pool(bus: Bus, manifest: JobManifest, topic: str) -> int:
-    """Queue every pool slice of a job for its first stage; returns how many were sent."""
+def publish_refs(bus: Bus, topic: str, refs: list[ShardRef]) -> int:
+    """Queue ``refs`` on ``topic`` (a job's pool slices, a crawl job's files), keyed as the workers expect;
+    returns how many were sent."""
     bus.ensure_topics([topic])
-    refs = manifest.pool_refs()
     for ref in refs:
         bus.send(topic, message_key(ref), encode_ref(ref))
     return len(refs)

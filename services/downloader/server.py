@@ -15,7 +15,7 @@ from services.downloader.stage import DownloadStage, SampleOutcome, download_sam
 from shared import storage
 from shared.access import AccessPolicy, check_identifier
 from shared.bus.base import Bus
-from shared.jobs import JobManifest, publish_pool
+from shared.jobs import JobManifest, publish_refs
 from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
 from shared.service.job_progress import requested_job_root, stage_progress
@@ -61,7 +61,7 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"pool not found: {exc}")
         except (PoolFormatError, ValueError) as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, _without_content(exc, pool_uri))
-        publish_pool(self.bus, manifest, self.input_topic)
+        publish_refs(self.bus, self.input_topic, manifest.pool_refs())
         log.info("job_submitted", job_id=manifest.job_id, shards=manifest.shard_count, samples=manifest.sample_count)
         return downloader_pb2.SubmitPoolResponse(job_id=manifest.job_id, shard_count=manifest.shard_count,
                                                  sample_count=manifest.sample_count, job_root=manifest.job_root)

@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.extractor.crawl_job import CrawlJob, prepare_crawl_job, publish_crawl
+from services.extractor.crawl_job import CrawlJob, prepare_crawl_job
+from shared.jobs import publish_refs
 from services.extractor.extract import ExtractOptions, FileStats
 from services.extractor.captions import CaptionRules
 from services.extractor.pool_shard import job_file_stats, sum_file_stats
@@ -78,7 +79,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
         bus = open_bus(args.kafka, client_id="winnow-extract", partitions=TOPIC_PARTITIONS)
         try:
-            sent = publish_crawl(bus, job, args.topic)
+            sent = publish_refs(bus, args.topic, job.refs())
         finally:
             bus.close()
         console.print(f"job {job.job_id}: {sent} crawl files queued on {args.topic} -> {job.job_root}")

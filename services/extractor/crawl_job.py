@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from services.extractor.claims import ClaimStoreUnsupported, supports_claims
 from services.extractor.extract import ExtractOptions
 from shared import storage
-from shared.bus.base import Bus
 from shared.jobs import JobManifest
-from shared.messages import ShardRef, encode_ref, make_ref, message_key
+from shared.messages import ShardRef, make_ref
 
 CRAWL_MANIFEST = "crawl.json"
 CRAWL_STAGE = "crawl"  # the stage of the refs on the crawl topic: their uri is a crawl file
@@ -107,10 +106,3 @@ def prepare_crawl_job(files: list[str], job_root: str, *, job_id: str = "", opti
     return job
 
 
-def publish_crawl(bus: Bus, job: CrawlJob, topic: str) -> int:
-    """Queue every crawl file of a job for the extractor; returns how many were sent."""
-    bus.ensure_topics([topic])
-    refs = job.refs()
-    for ref in refs:
-        bus.send(topic, message_key(ref), encode_ref(ref))
-    return len(refs)

@@ -8,7 +8,8 @@ import grpc
 import structlog
 
 from services.extractor.claims import ClaimStoreUnsupported
-from services.extractor.crawl_job import CrawlJob, prepare_crawl_job, publish_crawl
+from services.extractor.crawl_job import CrawlJob, prepare_crawl_job
+from shared.jobs import publish_refs
 from services.extractor.extract import ExtractOptions, FileStats, extract_file
 from services.extractor.pool_shard import job_file_stats, pool_parquet, sum_file_stats
 from services.extractor.reader import CrawlFileMissing, CrawlReadError
@@ -115,7 +116,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
         except ValueError as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        publish_crawl(self.bus, job, self.input_topic)
+        publish_refs(self.bus, self.input_topic, job.refs())
         log.info("crawl_submitted", job_id=job.job_id, files=len(job.files), job_root=job.job_root)
         return extractor_pb2.SubmitCrawlResponse(job_id=job.job_id, job_root=job.job_root, file_count=len(job.files))
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from shared.bus import InProcessBus
-from shared.jobs import POOL_STAGE, JobManifest, StageTotals, publish_pool, stage_totals
+from shared.jobs import POOL_STAGE, JobManifest, StageTotals, publish_refs, stage_totals
 from shared.messages import DeadLetter, decode_ref
 from shared.service.worker import ShardWorker
 from shared.stage import Stage
@@ -45,7 +45,7 @@ def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stag
     dead_letter_topics = [f"{t}.dlq" for t in input_topics]
     bus.ensure_topics(input_topics + output_topics + dead_letter_topics)
     observer = bus.consumer(output_topics + dead_letter_topics, "winnow-run")
-    publish_pool(bus, manifest, input_topics[0])
+    publish_refs(bus, input_topics[0], manifest.pool_refs())
 
     workers: list[ShardWorker] = []
     threads: list[threading.Thread] = []
