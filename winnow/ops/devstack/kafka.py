@@ -39,6 +39,7 @@ import time
 import uuid
 from pathlib import Path
 from shared.ports import free_port
+from winnow.ops.managed import die_with_parent, log_excerpt
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ JVM_OPTS = [
     "-Djava.net.preferIPv4Stack=true",
     "-Dlog4j2.shutdownHookEnabled=false",
 ]
+
+
+def _is_error_line(line: str) -> bool:
+    return " ERROR " in line or " FATAL " in line
 
 
 class KafkaBrokerError(RuntimeError):
@@ -157,30 +162,6 @@ def _random_cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Linux: SIGTERM the broker if the test process dies without calling stop()."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort (non-Linux)
-        pass
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    """The log's ERROR/FATAL lines (the cause is often far above the end) plus its tail."""
-    try:
-        all_lines = path.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"<no log at {path}>"
-    errors = [ln for ln in all_lines if " ERROR " in ln or " FATAL " in ln][:15]
-    out = f"--- tail of {path} ---\n" + "\n".join(all_lines[-lines:])
-    if errors:
-        out = f"--- ERROR lines in {path} ---\n" + "\n".join(errors) + "\n" + out
-    return out
 
 
 _LOG4J2 = """\
@@ -345,7 +326,7 @@ class KafkaBroker:
             self._java_cmd(libs, "kafka.Kafka", str(self.config_path)),
             stdout=self._log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.workdir, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent,
         )
         try:
             self._wait_ready(deadline)
@@ -354,7 +335,7 @@ class KafkaBroker:
             raise
 
     def _fail(self, msg: str) -> KafkaBrokerError:
-        return KafkaBrokerError(f"{msg}\n{_tail(self.log_path)}")
+        return KafkaBrokerError(f"{msg}\n{log_excerpt(self.log_path, 40, is_error=_is_error_line)}")
 
     def _wait_ready(self, deadline: float) -> None:
         from kafka import KafkaAdminClient  # imported lazily: only needed here

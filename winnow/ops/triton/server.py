@@ -56,6 +56,7 @@ from pathlib import Path
 
 import structlog
 from shared.ports import free_ports
+from winnow.ops.managed import die_with_parent, log_excerpt
 
 log = structlog.get_logger(__name__)
 
@@ -223,32 +224,8 @@ def _python_lib_dir() -> Path | None:
     return None
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    """Linux: SIGTERM the server if the process that started it dies without stopping it.
-
-    The kernel ties this to the *thread* that started the server: start it from a thread that
-    lives as long as the server (the main thread, a fixture), not from a short-lived worker.
-    """
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def tail(path: Path, lines: int = 60, offset: int = 0) -> str:
-    """The error lines of a Triton log after ``offset`` (the cause is often far above the end) and its last lines."""
-    try:
-        with open(path, "rb") as log_file:
-            log_file.seek(offset)
-            all_lines = log_file.read().decode(errors="replace").splitlines()
-    except OSError:
-        return f"<no log at {path}>"
-    errors = [line for line in all_lines
-              if (line.startswith("E") or "error" in line.lower()) and not any(n in line for n in _CPU_ONLY_NOISE)][:20]
-    out = f"--- last {lines} lines of {path} ---\n" + "\n".join(all_lines[-lines:])
-    if errors:
-        out = f"--- error lines in {path} ---\n" + "\n".join(errors) + "\n" + out
-    return out
+def _is_error_line(line: str) -> bool:
+    return (line.startswith("E") or "error" in line.lower()) and not any(n in line for n in _CPU_ONLY_NOISE)
 
 
 class TritonServer:
@@ -438,7 +415,7 @@ class TritonServer:
             log_file.flush()
             self.proc = subprocess.Popen(
                 cmd, cwd=self.workdir, env=self._environment(install), stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent,
             )
 
     def _wait_ready(self, deadline: float) -> None:
@@ -461,7 +438,7 @@ class TritonServer:
                         ) from None
 
     def _tail(self) -> str:
-        return tail(self.log_path, offset=self._log_offset)
+        return log_excerpt(self.log_path, offset=self._log_offset, is_error=_is_error_line)
 
     def _log_since_launch(self) -> str:
         try:
@@ -509,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
               "Ctrl-C to stop", file=sys.stderr, flush=True)
         while server.proc is not None and server.proc.poll() is None:
             time.sleep(1)
-        print(f"tritonserver exited unexpectedly\n{tail(server.log_path)}", file=sys.stderr)
+        print(f"tritonserver exited unexpectedly\n{log_excerpt(server.log_path, is_error=_is_error_line)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
