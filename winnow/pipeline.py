@@ -10,9 +10,11 @@ from pathlib import Path
 
 from shared.models.clip import parse_clip_model
 from shared.stage import Stage
+from shared.topics import CURATION_STAGES
 
 
-STAGE_NAMES = ("download", "safety", "dedup", "blur", "embed")
+#: ``--stages`` names: the pipeline order, with the downloader called "download" as on the command line.
+STAGE_NAMES = ("download", *CURATION_STAGES[1:])
 
 
 def build_stages(args: argparse.Namespace) -> list[Stage]:

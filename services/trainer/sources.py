@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from shared import storage
+from shared.topics import CURATION_STAGES
 
 if TYPE_CHECKING:
     from services.downloader.stage import DownloadOptions
@@ -58,8 +59,8 @@ log = structlog.get_logger(__name__)
 KINDS = ("shards", "job", "pool", "pattern")
 WEBDATASET_URL_SCHEMES = ("http", "https", "sftp", "ftps", "scp")  # webdataset opens these with curl
 POOL_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".json", ".jsonl", ".ndjson", ".txt")
-# winnow's per-shard stages in pipeline order (winnow/pipeline.py); reshard/ comes after them all
-JOB_STAGES = ("downloader", "safety", "dedup", "blur", "embed")
+# winnow's per-shard stages in pipeline order; reshard/ comes after them all
+JOB_STAGES = CURATION_STAGES
 RESHARD_FOLDER = "reshard"
 RESHARD_DONE = "_done.json"  # the filter stage's marker: the subset is complete
 DOWNLOAD_STAGE = "downloader"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.topics import CURATION_STAGES
 from winnow.ops.topology import PIPELINE, SERVICES, TOPIC_PARTITIONS, Endpoints, service_env, settings_class, topics
 
 ENDPOINTS = Endpoints(kafka_bootstrap="kafka:9092", triton_grpc="triton:8001", s3_endpoint="http://s3:8333",
@@ -45,6 +46,8 @@ def test_the_stages_form_one_chain():
     for upstream, downstream in zip(SERVICES, SERVICES[1:]):
         assert downstream.input_topic == upstream.output_topic, (upstream.name, downstream.name)
     assert len(set(PIPELINE)) == len(PIPELINE)
+    start = PIPELINE.index(CURATION_STAGES[0])  # the order winnow run and the trainer's sources assume
+    assert PIPELINE[start:start + len(CURATION_STAGES)] == CURATION_STAGES
     ports = [p for s in SERVICES for p in (s.grpc_port, s.metrics_port)]
     assert len(set(ports)) == len(ports)
     assert all(1 <= s.max_replicas <= TOPIC_PARTITIONS for s in SERVICES)
