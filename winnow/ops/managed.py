@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -43,3 +45,24 @@ def log_excerpt(path: Path, lines: int = 60, *, offset: int = 0, after: str | No
     if errors:
         out = f"--- error lines in {path} ---\n" + "\n".join(errors) + "\n" + out
     return out
+
+
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
+def run_until_interrupted(start: Callable[[], None], running: Callable[[], bool], exited: Callable[[], str]) -> int:
+    """A launcher's ``--run``: ``start()`` the server, then wait while it is ``running()``.
+
+    Ctrl-C or SIGTERM end the wait with 0 (the caller stops the server in its ``finally``); a server
+    that exits by itself ends it with 1, after printing ``exited()`` to stderr.
+    """
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        start()
+        while running():
+            time.sleep(1)
+        print(exited(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0

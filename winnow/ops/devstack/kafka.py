@@ -39,7 +39,7 @@ import time
 import uuid
 from pathlib import Path
 from shared.ports import free_port
-from winnow.ops.managed import die_with_parent, log_excerpt
+from winnow.ops.managed import die_with_parent, log_excerpt, run_until_interrupted
 
 log = logging.getLogger(__name__)
 
@@ -425,18 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         tmp = tempfile.mkdtemp(prefix="winnow-kafka-")
         workdir = Path(tmp)
     broker = KafkaBroker(workdir, port=args.port)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        bootstrap = broker.start()
-        print(bootstrap, flush=True)
+
+    def start() -> None:
+        print(broker.start(), flush=True)
         print(f"# kafka {kafka_version()} ready in {broker.start_seconds:.1f}s; "
               f"log {broker.log_path}; Ctrl-C to stop", file=sys.stderr, flush=True)
-        while broker.proc is not None and broker.proc.poll() is None:
-            time.sleep(1)
-        print(f"broker exited unexpectedly; see {broker.log_path}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+
+    try:
+        return run_until_interrupted(start, lambda: broker.proc is not None and broker.proc.poll() is None,
+                                     lambda: f"broker exited unexpectedly; see {broker.log_path}")
     finally:
         broker.stop()
         if tmp is not None:

@@ -56,7 +56,7 @@ from pathlib import Path
 
 import structlog
 from shared.ports import free_ports
-from winnow.ops.managed import die_with_parent, log_excerpt
+from winnow.ops.managed import die_with_parent, log_excerpt, run_until_interrupted
 
 log = structlog.get_logger(__name__)
 
@@ -478,18 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp = None if args.workdir else tempfile.mkdtemp(prefix="winnow-triton-")
     server = TritonServer(args.run, args.workdir or Path(tmp), models=args.models,
                           python_path=[_PROJECT_ROOT, Path.cwd()])
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        url = server.start()
-        print(url, flush=True)
+    def start() -> None:
+        print(server.start(), flush=True)
         print(f"# triton ready in {server.start_seconds:.1f} s; http {server.http_url}; log {server.log_path}; "
               "Ctrl-C to stop", file=sys.stderr, flush=True)
-        while server.proc is not None and server.proc.poll() is None:
-            time.sleep(1)
-        print(f"tritonserver exited unexpectedly\n{log_excerpt(server.log_path, is_error=_is_error_line)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 0
+
+    try:
+        return run_until_interrupted(
+            start, lambda: server.proc is not None and server.proc.poll() is None,
+            lambda: f"tritonserver exited unexpectedly\n{log_excerpt(server.log_path, is_error=_is_error_line)}")
     finally:
         server.stop()
         if tmp is not None:
