@@ -133,9 +133,8 @@ def print_filter_criteria(console: Console, job_root: str) -> None:
 
     summary = filter_summary(job_root)
     if summary and summary.get("removed_by"):
-        print_criteria(console, argparse.Namespace(name=summary["filter"], removed_by=summary["removed_by"],
-                                                   rules=summary.get("rules", {}), kept=summary["kept"],
-                                                   candidates=summary["candidates"]))
+        print_criteria(console, summary["filter"], summary["removed_by"], summary.get("rules", {}),
+                       kept=summary["kept"], candidates=summary["candidates"])
 
 
 def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, console: Console) -> None:

@@ -69,22 +69,24 @@ def filter_command(args: argparse.Namespace) -> int:
     console = Console()
     console.print(f"{result.name}: kept {result.kept:,} of {result.candidates:,} samples ({share:.1%}{threshold}) "
                   f"in {result.seconds:.1f}s -> {args.save_path}")
-    print_criteria(console, result)
+    print_criteria(console, result.name, result.removed_by, result.rules, kept=result.kept,
+                   candidates=result.candidates)
     return 0
 
 
-def print_criteria(console: Console, result) -> None:
-    """The candidates each criterion removed, in the order the filter applies them."""
-    if not result.removed_by or result.kept == result.candidates:
+def print_criteria(console: Console, name: str, removed_by: dict[str, int], rules: dict[str, str], *,
+                   kept: int, candidates: int) -> None:
+    """The candidates each criterion of filter ``name`` removed, in the order the filter applies them."""
+    if not removed_by or kept == candidates:
         return
-    if result.rules:
-        table = Table(title=f"{result.name}: removed by criterion (each among what the earlier ones left)")
+    if rules:
+        table = Table(title=f"{name}: removed by criterion (each among what the earlier ones left)")
         table.add_column("criterion")
         table.add_column("passes when")
     else:
-        table = Table(title=f"{result.name}: removed, by reason")
+        table = Table(title=f"{name}: removed, by reason")
         table.add_column("reason")
     table.add_column("removed", justify="right")
-    for name, count in result.removed_by.items():
-        table.add_row(name, *([result.rules.get(name, "")] if result.rules else []), f"{count:,}")
+    for criterion, count in removed_by.items():
+        table.add_row(criterion, *([rules.get(criterion, "")] if rules else []), f"{count:,}")
     console.print(table)
