@@ -12,7 +12,8 @@ it is, and the downloader records that row as ``invalid_url``, ``invalid_caption
 ``invalid_uid``. Invalid UTF-8 in another string column makes the pool unusable: one error names
 the file, the column and the row. A uid that an earlier row of the pool already has is marked in
 the slice (``DUPLICATE_OF_COLUMN``, the earlier row's index), and the downloader records it as
-``duplicate_uid`` without fetching it.
+``duplicate_uid`` without fetching it. Only a pool's own uids are checked: a generated uid
+repeats exactly when url and caption do, and img2dataset downloads such rows each time.
 """
 
 from __future__ import annotations
@@ -192,6 +193,13 @@ def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption
     ``keep_columns``: which other columns ride along (img2dataset's ``save_additional_columns``);
     None keeps every one (DataComp's flow). A listed column the pool lacks is an error.
     """
+    return _read_pool(uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
+                      max_samples=max_samples, keep_columns=keep_columns)[0]
+
+
+def _read_pool(uri: str, *, input_format: str, url_col: str, caption_col: str | None, max_samples: int,
+               keep_columns: tuple[str, ...] | None) -> tuple[pa.Table, bool]:
+    """``read_pool``'s table, and whether its uids are the pool's own (not generated)."""
     if not storage.exists(uri):
         raise FileNotFoundError(f"no pool at {uri}")
     fmt = input_format or infer_format(uri)
@@ -221,7 +229,8 @@ def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption
             raise PoolFormatError(f"{uri} has no column {missing[0]!r} to save; its columns are {table.column_names}")
         rest = [n for n in keep_columns if n in rest]
     _refuse_invalid_utf8(uri, table, rest)
-    return pa.table([uids, urls, texts, *[table[n] for n in rest]], names=["uid", "url", "text", *rest])
+    return (pa.table([uids, urls, texts, *[table[n] for n in rest]], names=["uid", "url", "text", *rest]),
+            "uid" in table.column_names)
 
 
 def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format: str = "", url_col: str = "url",
@@ -240,13 +249,15 @@ def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format:
         if job_id and existing.job_id != job_id:
             raise ValueError(f"{job_root} already holds job {existing.job_id}, not {job_id}")
         return existing
-    table = read_pool(pool_uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
-                      max_samples=max_samples, keep_columns=keep_columns)
+    table, own_uids = _read_pool(pool_uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
+                                 max_samples=max_samples, keep_columns=keep_columns)
     first = existing.shard_count if existing is not None else 0
     if existing is not None:
         samples_per_shard = existing.samples_per_shard
     shard_count = max(1, -(-len(table) // samples_per_shard)) if len(table) else 0
-    duplicates = duplicate_rows(table["uid"])
+    # Only the pool's own uids: a generated one repeats when a row does (url and caption), and
+    # img2dataset downloads such rows each time.
+    duplicates = duplicate_rows(table["uid"]) if own_uids else None
     if duplicates is not None:  # only then: a pool without repeated uids is cut as it always was
         table = table.append_column(DUPLICATE_OF_COLUMN, duplicates)
     for index in range(shard_count):

@@ -1,8 +1,8 @@
 """The download stage: one pool slice in, one img2dataset/DataComp shard out.
 
 A row that cannot be a sample is recorded without being fetched, and costs only itself:
-``invalid_uid`` (no uid), ``duplicate_uid`` (an earlier row of the pool, or of the shard, has
-the same uid; the first is kept), ``invalid_caption`` and ``invalid_url`` (not valid UTF-8).
+``invalid_uid`` (no uid), ``duplicate_uid`` (an earlier row of the pool has the same uid, as
+``prepare_job`` marked it; the first is kept), ``invalid_caption`` and ``invalid_url`` (not valid UTF-8).
 """
 
 from __future__ import annotations
@@ -220,8 +220,9 @@ def pool_rows(table: pa.Table) -> tuple[list[dict[str, Any]], dict[int, SampleOu
 
 
 def row_refusals(rows: list[dict[str, Any]], duplicate_of: list[int | None]) -> dict[int, SampleOutcome]:
-    """Rows that are not fetched: no uid, or a uid an earlier row already has (the first is kept)."""
-    refusals, first = {}, {}
+    """Rows that are not fetched: no uid, or a uid an earlier row of the pool already has
+    (``prepare_job`` marked it; the first is kept)."""
+    refusals = {}
     for index, (row, earlier) in enumerate(zip(rows, duplicate_of)):
         uid = row.get("uid")
         if uid is None or not str(uid).strip():
@@ -229,11 +230,6 @@ def row_refusals(rows: list[dict[str, Any]], duplicate_of: list[int | None]) -> 
         elif earlier is not None:
             refusals[index] = SampleOutcome(FAILED_TO_DOWNLOAD, "duplicate_uid",
                                             f"uid {uid} is also pool row {earlier}, which is kept")
-        elif uid in first:
-            refusals[index] = SampleOutcome(FAILED_TO_DOWNLOAD, "duplicate_uid",
-                                            f"uid {uid} is also row {first[uid]} of this shard, which is kept")
-        else:
-            first[uid] = index
     return refusals
 
 
