@@ -205,7 +205,8 @@ def pool_rows(table: pa.Table) -> tuple[list[dict[str, Any]], dict[int, SampleOu
         if found is None:
             continue
         if name not in ROW_COLUMNS:
-            raise ShardFormatError(f"pool slice column {name!r}, row {found[0]}, is not valid UTF-8 ({found[1][:40]!r})")
+            raise ShardFormatError(f"pool slice column {name!r}, row {found[0]}, is not valid UTF-8 "
+                                   f"({found[1][:40]!r})")
         values = []
         for index, value in enumerate(pc.cast(column, pa.binary()).to_pylist()):
             try:

@@ -80,7 +80,8 @@ FIRST_SHARD = [
     Case("jpeg_bytes_named_png", image("mislabeled.png"), OK),
     # -- repeated uids: the first is kept, the next one in the shard is not fetched ---------------
     Case("uid_first_of_two_in_a_shard", drawing(), OK),
-    Case("uid_repeated_in_the_same_shard", drawing(), (FETCH, "duplicate_uid"), uid="same-as:uid_first_of_two_in_a_shard"),
+    Case("uid_repeated_in_the_same_shard", drawing(), (FETCH, "duplicate_uid"),
+         uid="same-as:uid_first_of_two_in_a_shard"),
     Case("uid_first_of_two_across_shards", drawing(), OK),
     # -- broken images: refused, each for its reason ----------------------------------------------
     Case("truncated_jpeg", image("truncated.jpg"), (RESIZE, "decode_error")),
