@@ -20,7 +20,8 @@
   resolves (DNS rebinding behind it) and where it forwards redirects is out of our sight.
 - ``respect_robots_txt``: each host's ``robots.txt`` is read once (protego) and disallowed
   URLs are recorded as ``robots_disallowed``.
-- At most ``per_domain_concurrency`` requests in flight per host.
+- At most ``per_domain_concurrency`` requests in flight per host; the time a request waits for
+  its turn does not count against its timeouts.
 """
 
 from __future__ import annotations
@@ -255,7 +256,12 @@ class HttpFetcher:
                 raise FetchError("invalid_url", f"URL has no host: {url!r}")
             if self.options.respect_robots_txt and not self._robots_allow(url, parts, deadline):
                 raise FetchError("robots_disallowed", f"robots.txt of {host} disallows {url}")
-            with self._slot(host):
+            slot = self._slot(host)
+            queued = time.monotonic()
+            with slot:
+                # Waiting behind this host's other requests is not this request's time: a stalled
+                # neighbour must not time out a healthy request queued behind it.
+                deadline += time.monotonic() - queued
                 location, body = self._request(url, deadline)
             if location is None:
                 return body

@@ -5,6 +5,15 @@ CSV, TSV, JSON/JSONL and plain text (one URL a line). Columns are renamed to Dat
 ``url`` and ``text``; every other column rides along to the output. A missing ``uid`` is
 generated as the 128-bit BLAKE2b hash of url and caption, in hex, so a resubmitted pool keeps
 its uids.
+
+Bad rows cost themselves, not the pool: a url, caption or uid that is not valid UTF-8 (a
+``binary`` column, or a ``string`` column from a writer that does not validate) is passed on as
+it is, and the downloader records that row as ``invalid_url``, ``invalid_caption`` or
+``invalid_uid``. Invalid UTF-8 in another string column makes the pool unusable: one error names
+the file, the column and the row. A uid that an earlier row of the pool already has is marked in
+the slice (``DUPLICATE_OF_COLUMN``, the earlier row's index), and the downloader records it as
+``duplicate_uid`` without fetching it. Only a pool's own uids are checked: a generated uid
+repeats exactly when url and caption do, and img2dataset downloads such rows each time.
 """
 
 from __future__ import annotations
@@ -32,6 +41,11 @@ FORMATS = (*BASE_FORMATS, *(f"{f}.gz" for f in BASE_FORMATS if f != "parquet"))
 _SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv",), "tsv": (".tsv",), "jsonl": (".jsonl", ".ndjson"),
              "json": (".json",), "txt": (".txt",)}
 DEFAULT_SAMPLES_PER_SHARD = 10_000
+# In a pool slice only: the pool row that first had this row's uid (null for the first one). The
+# downloader takes it out before writing its ledger.
+DUPLICATE_OF_COLUMN = "_duplicate_of_row"
+# The columns a row can do without: invalid UTF-8 there costs that row, not the pool.
+ROW_COLUMNS = ("uid", "url", "text")
 
 
 class PoolFormatError(ValueError):
@@ -117,6 +131,57 @@ def _read_table(uri: str, fmt: str, url_col: str, caption_col: str | None) -> pa
         raise PoolFormatError(f"cannot read {uri} as {fmt}: {exc}") from exc
 
 
+def _as_string(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The column as strings, invalid UTF-8 left in place for the downloader to refuse per row."""
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return pc.cast(column, options=pc.CastOptions(pa.string(), allow_invalid_utf8=True))
+    return pc.cast(column, pa.string())
+
+
+def first_invalid_utf8(column: pa.ChunkedArray) -> tuple[int, bytes] | None:
+    """``(row, value)`` of the first value of a string column that is not valid UTF-8, or None."""
+    try:
+        column.validate(full=True)
+        return None
+    except pa.ArrowInvalid:
+        pass
+    values = pc.cast(column, pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+    for row, value in enumerate(values.to_pylist()):
+        if value is not None:
+            try:
+                value.decode("utf-8")
+            except UnicodeDecodeError:
+                return row, value
+    return None
+
+
+def _refuse_invalid_utf8(uri: str, table: pa.Table, columns: list[str]) -> None:
+    for name in columns:
+        column = table[name]
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            found = first_invalid_utf8(column)
+            if found is not None:
+                raise PoolFormatError(f"cannot read {uri}: column {name!r}, row {found[0]}, is not valid UTF-8 "
+                                      f"({found[1][:40]!r})")
+
+
+def duplicate_rows(uids: pa.Array | pa.ChunkedArray) -> pa.Array | None:
+    """For each row, the index of the earlier row with the same uid (null when none); None when no
+    uid repeats."""
+    first: dict[object, int] = {}
+    earlier: list[int | None] = []
+    for row, uid in enumerate(pc.cast(uids, pa.binary()).to_pylist()):
+        if uid is not None and uid in first:
+            earlier.append(first[uid])
+        else:
+            earlier.append(None)
+            if uid is not None:
+                first[uid] = row
+    if all(e is None for e in earlier):
+        return None
+    return pa.array(earlier, pa.int64())
+
+
 def generate_uid(url: str, text: str | None) -> str:
     return hashlib.blake2b(f"{url}\x00{text or ''}".encode(), digest_size=16).hexdigest()
 
@@ -128,6 +193,13 @@ def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption
     ``keep_columns``: which other columns ride along (img2dataset's ``save_additional_columns``);
     None keeps every one (DataComp's flow). A listed column the pool lacks is an error.
     """
+    return _read_pool(uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
+                      max_samples=max_samples, keep_columns=keep_columns)[0]
+
+
+def _read_pool(uri: str, *, input_format: str, url_col: str, caption_col: str | None, max_samples: int,
+               keep_columns: tuple[str, ...] | None) -> tuple[pa.Table, bool]:
+    """``read_pool``'s table, and whether its uids are the pool's own (not generated)."""
     if not storage.exists(uri):
         raise FileNotFoundError(f"no pool at {uri}")
     fmt = input_format or infer_format(uri)
@@ -143,11 +215,11 @@ def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption
             caption_col = "caption"
         elif caption_col != "text":
             raise PoolFormatError(f"{uri} has no caption column {caption_col!r}; its columns are {table.column_names}")
-    urls = pc.cast(table[url_col], pa.string())
-    texts = (pc.cast(table[caption_col], pa.string()) if caption_col and caption_col in table.column_names
+    urls = _as_string(table[url_col])
+    texts = (_as_string(table[caption_col]) if caption_col and caption_col in table.column_names
              else pa.nulls(len(table), pa.string()))
     if "uid" in table.column_names:
-        uids = pc.cast(table["uid"], pa.string())
+        uids = _as_string(table["uid"])
     else:
         uids = pa.array([generate_uid(u or "", t) for u, t in zip(urls.to_pylist(), texts.to_pylist())], pa.string())
     rest = [n for n in table.column_names if n not in {"uid", url_col, caption_col, "url", "text"}]
@@ -156,7 +228,9 @@ def read_pool(uri: str, *, input_format: str = "", url_col: str = "url", caption
         if missing:
             raise PoolFormatError(f"{uri} has no column {missing[0]!r} to save; its columns are {table.column_names}")
         rest = [n for n in keep_columns if n in rest]
-    return pa.table([uids, urls, texts, *[table[n] for n in rest]], names=["uid", "url", "text", *rest])
+    _refuse_invalid_utf8(uri, table, rest)
+    return (pa.table([uids, urls, texts, *[table[n] for n in rest]], names=["uid", "url", "text", *rest]),
+            "uid" in table.column_names)
 
 
 def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format: str = "", url_col: str = "url",
@@ -175,12 +249,17 @@ def prepare_job(pool_uri: str, job_root: str, *, job_id: str = "", input_format:
         if job_id and existing.job_id != job_id:
             raise ValueError(f"{job_root} already holds job {existing.job_id}, not {job_id}")
         return existing
-    table = read_pool(pool_uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
-                      max_samples=max_samples, keep_columns=keep_columns)
+    table, own_uids = _read_pool(pool_uri, input_format=input_format, url_col=url_col, caption_col=caption_col,
+                                 max_samples=max_samples, keep_columns=keep_columns)
     first = existing.shard_count if existing is not None else 0
     if existing is not None:
         samples_per_shard = existing.samples_per_shard
     shard_count = max(1, -(-len(table) // samples_per_shard)) if len(table) else 0
+    # Only the pool's own uids: a generated one repeats when a row does (url and caption), and
+    # img2dataset downloads such rows each time.
+    duplicates = duplicate_rows(table["uid"]) if own_uids else None
+    if duplicates is not None:  # only then: a pool without repeated uids is cut as it always was
+        table = table.append_column(DUPLICATE_OF_COLUMN, duplicates)
     for index in range(shard_count):
         buffer = io.BytesIO()
         pq.write_table(table.slice(index * samples_per_shard, samples_per_shard), buffer)

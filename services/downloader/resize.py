@@ -102,6 +102,9 @@ def _target_size(width: int, height: int, options: ResizeOptions) -> tuple[int, 
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.getextrema()[1] > 255):
+        # 16-bit samples (a 16-bit grayscale PNG): PIL's conversion would clip them to white.
+        image = Image.fromarray((np.asarray(image, dtype=np.uint32) >> 8).astype(np.uint8), "L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -152,12 +155,30 @@ def _resized_with_pil(image: Image.Image, target: tuple[int, int] | None, origin
     return image.resize(target, resample, box=draft_box)
 
 
+def with_end_of_image(data: bytes) -> bytes:
+    """A JPEG that lacks only its end-of-image marker, with the marker; any other bytes as they are.
+
+    Many encoders and servers drop the final ``FFD9``; the pixels are all there. The marker is
+    added only when a strict decode (libjpeg-turbo, which fails on "premature end of data") then
+    succeeds, so a JPEG truncated inside its image data stays a ``decode_error``.
+    """
+    if not data.startswith(b"\xff\xd8") or data.endswith(b"\xff\xd9"):
+        return data
+    completed = data + b"\xff\xd9"
+    try:
+        simplejpeg.decode_jpeg(completed, colorspace="GRAY", min_factor=8, strict=True)
+    except ValueError:
+        return data
+    return completed
+
+
 def resize_image(data: bytes, options: ResizeOptions, boxes: list | None = None) -> ResizedImage:
     """Decode, check, resize and encode one image; raises ResizeError with a reason.
 
     ``boxes`` (``[x0, y0, x1, y1]``, normalised) are blurred on the full-size image before
     resizing, with DataComp's blur, as img2dataset's ``bbox_col`` does.
     """
+    data = with_end_of_image(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

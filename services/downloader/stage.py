@@ -1,4 +1,9 @@
-"""The download stage: one pool slice in, one img2dataset/DataComp shard out."""
+"""The download stage: one pool slice in, one img2dataset/DataComp shard out.
+
+A row that cannot be a sample is recorded without being fetched, and costs only itself:
+``invalid_uid`` (no uid), ``duplicate_uid`` (an earlier row of the pool has the same uid, as
+``prepare_job`` marked it; the first is kept), ``invalid_caption`` and ``invalid_url`` (not valid UTF-8).
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from services.downloader.fetch import FetchError, FetchOptions, HttpFetcher
 from services.downloader.layout import HASH_TYPES, ShardLayout
-from services.downloader.pool import read_pool_slice
+from services.downloader.pool import DUPLICATE_OF_COLUMN, ROW_COLUMNS, first_invalid_utf8, read_pool_slice
 from shared.jobs import JobManifest
 from services.downloader.resize import ResizeError, ResizeOptions, resize_image
 from shared.messages import ShardRef
-from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardStats, ShardWriter
+from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats, ShardWriter
 from shared.stage import Stage
 
 STAGE_NAME = "downloader"
 # Failures worth another try later; opt-outs, blocked addresses and 404s are final.
 TRANSIENT_REASONS = frozenset({"timeout", "connection_error", "connection_refused", "truncated", "rate_limited", "dns_error",
                                "http_429", "http_500", "http_502", "http_503", "http_504"})
+# What invalid UTF-8 in each of a row's own columns costs that row.
+INVALID_UTF8_REASONS = {"uid": "invalid_uid", "url": "invalid_url", "text": "invalid_caption"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,7 @@ def download_sample(fetcher: HttpFetcher, url: str | None, options: DownloadOpti
     ``expected_hash`` is the row's ``verify_hash`` column; it is checked only when
     ``options.verify_hash`` is set. ``boxes`` are blurred before resizing.
     """
+    url = url.strip() if isinstance(url, str) else url  # pools carry stray spaces and newlines
     if not url:
         return SampleOutcome(FAILED_TO_DOWNLOAD, "invalid_url", "empty url")
     try:
@@ -170,15 +181,57 @@ def sample_files(row: dict[str, Any], outcome: SampleOutcome, layout: ShardLayou
         return {}
     files = {outcome.extension: outcome.image}
     caption = row.get("caption", row.get("text"))
-    if layout.img2dataset_columns:
-        if layout.save_caption:
-            files["txt"] = ("" if caption is None else str(caption)).encode("utf-8")
-    elif caption is not None:
-        files["txt"] = caption.encode("utf-8")
+    if layout.save_caption or not layout.img2dataset_columns:  # an empty .txt for no caption, as img2dataset
+        files["txt"] = ("" if caption is None else str(caption)).encode("utf-8")
     files["json"] = json.dumps(row, default=str, ensure_ascii=False, sort_keys=True).encode("utf-8")
     if layout.img2dataset_columns:  # img2dataset's member order: by extension
         return dict(sorted(files.items()))
     return files
+
+
+def pool_rows(table: pa.Table) -> tuple[list[dict[str, Any]], dict[int, SampleOutcome]]:
+    """The slice's rows, and the refusal of each row whose uid, url or caption is not valid UTF-8
+    (that value is read as null). Invalid UTF-8 in any other column fails the shard, naming it."""
+    try:
+        return table.to_pylist(), {}
+    except UnicodeDecodeError:
+        pass
+    refusals: dict[int, SampleOutcome] = {}
+    for name in table.column_names:
+        column = table[name]
+        if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+            continue
+        found = first_invalid_utf8(column)
+        if found is None:
+            continue
+        if name not in ROW_COLUMNS:
+            raise ShardFormatError(f"pool slice column {name!r}, row {found[0]}, is not valid UTF-8 "
+                                   f"({found[1][:40]!r})")
+        values = []
+        for index, value in enumerate(pc.cast(column, pa.binary()).to_pylist()):
+            try:
+                values.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                values.append(None)
+                refusals.setdefault(index, SampleOutcome(FAILED_TO_DOWNLOAD, INVALID_UTF8_REASONS[name],
+                                                         f"{name} is not valid UTF-8 ({exc.reason} at byte "
+                                                         f"{exc.start}): {value[:80]!r}"))
+        table = table.set_column(table.column_names.index(name), name, pa.array(values, pa.string()))
+    return table.to_pylist(), refusals
+
+
+def row_refusals(rows: list[dict[str, Any]], duplicate_of: list[int | None]) -> dict[int, SampleOutcome]:
+    """Rows that are not fetched: no uid, or a uid an earlier row of the pool already has
+    (``prepare_job`` marked it; the first is kept)."""
+    refusals = {}
+    for index, (row, earlier) in enumerate(zip(rows, duplicate_of)):
+        uid = row.get("uid")
+        if uid is None or not str(uid).strip():
+            refusals[index] = SampleOutcome(FAILED_TO_DOWNLOAD, "invalid_uid", f"uid {uid!r} is empty")
+        elif earlier is not None:
+            refusals[index] = SampleOutcome(FAILED_TO_DOWNLOAD, "duplicate_uid",
+                                            f"uid {uid} is also pool row {earlier}, which is kept")
+    return refusals
 
 
 def row_boxes(row: dict[str, Any], options: DownloadOptions) -> list | None:
@@ -219,7 +272,13 @@ class DownloadStage(Stage):
         if self.fetcher is None:
             self.setup()
         table = read_pool_slice(ref)
-        rows = table.to_pylist()
+        duplicate_of = [None] * len(table)
+        if DUPLICATE_OF_COLUMN in table.column_names:  # marked by prepare_job; not a ledger column
+            duplicate_of = table[DUPLICATE_OF_COLUMN].to_pylist()
+            table = table.drop_columns([DUPLICATE_OF_COLUMN])
+        rows, refusals = pool_rows(table)
+        for index, outcome in row_refusals(rows, duplicate_of).items():
+            refusals.setdefault(index, outcome)
         per_shard = JobManifest.load(ref.job_root).samples_per_shard
         layout = self.options.layout
         writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
@@ -227,9 +286,10 @@ class DownloadStage(Stage):
                              members=layout.members)
         try:
             outcomes = ordered_map(
-                lambda row: download_sample(self.fetcher, row.get("url"), self.options,
-                                            row_expected_hash(row, self.options), row_boxes(row, self.options)),
-                rows, self.options.thread_count)
+                lambda item: refusals.get(item[0]) or download_sample(
+                    self.fetcher, item[1].get("url"), self.options, row_expected_hash(item[1], self.options),
+                    row_boxes(item[1], self.options)),
+                enumerate(rows), self.options.thread_count)
             for index, (row, outcome) in enumerate(zip(rows, outcomes)):
                 key = layout.key(ref.shard_id, index, per_shard)
                 ledger = ledger_row(row, key, outcome, layout)

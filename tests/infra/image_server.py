@@ -27,6 +27,9 @@ Routes (``<name>`` is a file name, relative to ``root_dir``):
 ``/huge-declared``                 200, image/jpeg, Content-Length 10_000_000_000,
                                    then 4 KiB slowly (4 x 1 KiB / 0.25 s), close
 ``/bomb.png``                      30000x30000 1-bit grayscale PNG (~110 KB)
+``/gzip-bomb``                     200, image/png, ``Content-Encoding: gzip``:
+                                   ~1 MB that inflates to 1 GiB of zeros
+``/loop/<a|b>``                    302 to the other one: a redirect loop
 ``/optout/<directive>/<name>``     the image + ``X-Robots-Tag: <directive>``
                                    (directive is URL-decoded)
 ``/redirect?to=<url>``             302 to the (URL-decoded) target
@@ -75,6 +78,7 @@ _EXTRA_TYPES = {
 }
 
 HUGE_DECLARED_LENGTH = 10_000_000_000
+GZIP_BOMB_INFLATED = 1 << 30
 BOMB_SIDE = 30000
 NOT_IMAGE_BODY = (
     b"<!DOCTYPE html>\n<html><head><title>Not an image</title></head>\n"
@@ -116,6 +120,16 @@ def bomb_png_bytes(side: int = BOMB_SIDE) -> bytes:
     idat = b"".join(parts)
     ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+@lru_cache(maxsize=1)
+def gzip_bomb_bytes(inflated: int = GZIP_BOMB_INFLATED) -> bytes:
+    """Gzip members of 16 MiB of zeros each (about 1000:1), ``inflated`` bytes in all; a gzip
+    stream may hold several members, and every decoder reads them one after the other."""
+    import gzip
+
+    member = gzip.compress(bytes(16 << 20), compresslevel=9, mtime=0)
+    return member * (inflated // (16 << 20))
 
 
 class _Server(ThreadingHTTPServer):
@@ -332,6 +346,13 @@ class _Handler(BaseHTTPRequestHandler):
     def r_bomb(self, rest, q):
         self._send(200, self.server.owner._bomb(), "image/png")
 
+    def r_gzip_bomb(self, rest, q):
+        self._send(200, gzip_bomb_bytes(), "image/png", headers={"Content-Encoding": "gzip"})
+
+    def r_loop(self, rest, q):
+        other = "b" if rest[:1] == ["a"] else "a"
+        self._text(302, "round and round\n", headers={"Location": f"/loop/{other}"})
+
     def r_optout(self, rest, q):
         if len(rest) < 2:
             return self._not_found()
@@ -385,6 +406,8 @@ _ROUTES = {
     "notimage": _Handler.r_notimage,
     "huge-declared": _Handler.r_huge_declared,
     "bomb.png": _Handler.r_bomb,
+    "gzip-bomb": _Handler.r_gzip_bomb,
+    "loop": _Handler.r_loop,
     "optout": _Handler.r_optout,
     "redirect": _Handler.r_redirect,
     "redirect-chain": _Handler.r_redirect_chain,
