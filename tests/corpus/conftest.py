@@ -90,10 +90,10 @@ class Finished:
 
 
 def run_winnow(args: list[str], workdir: Path, timeout: float = 240) -> Finished:
-    """``python -m services.cli ARGS`` as a user runs it; its own peak RSS from ``wait4``."""
+    """``python -m winnow.cli ARGS`` as a user runs it; its own peak RSS from ``wait4``."""
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "services.cli", *args], cwd=REPO, stdout=stdout,
+        process = subprocess.Popen([sys.executable, "-m", "winnow.cli", *args], cwd=REPO, stdout=stdout,
                                    stderr=stderr, env={**os.environ, "COLUMNS": "200"})
         status, usage = _wait4(process.pid, timeout)
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
