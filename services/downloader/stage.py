@@ -263,11 +263,6 @@ class DownloadStage(Stage):
     def output_prefix(self, ref: ShardRef) -> str:
         return self.options.layout.prefix(ref.job_root, ref.shard_id)
 
-    def fetch_one(self, url: str) -> SampleOutcome:
-        if self.fetcher is None:
-            self.setup()
-        return download_sample(self.fetcher, url, self.options)
-
     def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
         if self.fetcher is None:
             self.setup()
