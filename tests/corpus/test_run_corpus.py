@@ -14,18 +14,23 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.shards import read_table
+from tests.e2e.processes import ServiceProcess, free_port
 from tests.corpus.conftest import LOOPBACK, run_winnow, unvalidated_strings
 
 OK = ("success", None)
@@ -316,3 +321,47 @@ def test_stats_count_the_new_reasons(corpus_run):
 
 def _case(case_id: str) -> Case:
     return next(c for c in CASES if c.id == case_id)
+
+
+@pytest.mark.kafka
+def test_the_downloader_service_gives_every_row_the_reason_winnow_run_gave(corpus_run, corpus_server, refused_url,
+                                                                           kafka_bootstrap, unique, tmp_path):
+    """The same pool through the downloader service, as a client submits it (gRPC, real Kafka): every row
+    of its ledger has the status and reason that ``winnow run``'s downloader gave it, and no shard is lost."""
+    write_pool(tmp_path / "pool.parquet", corpus_server.base_url, refused_url)
+    port = free_port()
+    env = {**os.environ,
+           "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "WINNOW_INPUT_TOPIC": f"winnow.shards.pool.{unique}",
+           "WINNOW_OUTPUT_TOPIC": f"winnow.shards.downloader.{unique}",
+           "WINNOW_CONSUMER_GROUP": f"downloader-{unique}",
+           "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{port}",
+           "WINNOW_METRICS_PORT": "0",
+           "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"),
+           "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)]),
+           "WINNOW_ALLOW_NETWORKS": json.dumps([LOOPBACK]),
+           "WINNOW_SAMPLES_PER_SHARD": str(len(corpus_run.rows) // 2),
+           "WINNOW_TIMEOUT": str(TIMEOUT_S), "WINNOW_TOTAL_TIMEOUT": str(TOTAL_TIMEOUT_S), "WINNOW_RETRIES": "0",
+           "WINNOW_TOPIC_PARTITIONS": "2"}
+    service = ServiceProcess("services.downloader", env, tmp_path / "downloader.log", port).start()
+    try:
+        service.wait_healthy()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = downloader_pb2_grpc.DownloaderStub(channel)
+            job = stub.SubmitPool(downloader_pb2.SubmitPoolRequest(pool_uri=str(tmp_path / "pool.parquet")))
+            deadline = time.monotonic() + 180
+            while not stub.GetJob(downloader_pb2.GetJobRequest(job_id=job.job_id)).done:
+                assert time.monotonic() < deadline, service.log_tail()
+                assert service.process.poll() is None, service.log_tail()
+                time.sleep(0.5)
+    finally:
+        service.stop()
+    served = _ledger(Path(job.job_root), "downloader")
+    assert sorted(served) == sorted(corpus_run.downloaded)
+    assert len({row["reason"] for row in served.values()}) >= 15  # the corpus's many kinds reached the service
+    differ = {case: ((row["status"], row["reason"]), (corpus_run.downloaded[case]["status"],
+                                                      corpus_run.downloaded[case]["reason"]))
+              for case, row in served.items()
+              if (row["status"], row["reason"]) != (corpus_run.downloaded[case]["status"],
+                                                    corpus_run.downloaded[case]["reason"])}
+    assert differ == {}
