@@ -7,6 +7,9 @@
 - ``invalid_uid``: the row has no usable uid (32 hex characters), so no claim can be made for it;
   the rest of its shard is judged as usual.
 
+Pool claims are made per batch (``PoolRegistry.claim_hashes``, then ``claim_images``, each in
+sample order) and committed once per shard in ``finish_shard``, before the completion marker.
+
 Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid),
 ``duplicate_similarity`` (the cosine to the nearest earlier kept image; 0 when none was near).
 """
@@ -122,7 +125,8 @@ class DedupStage(SampleStage):
                 verdicts[i] = Verdict(False, "eval_duplicate", f"copies evaluation image {match} "
                                       f"(cosine {eval_similarity[i]:.3f})", columns[i])
         # The batch's claims in two calls, in sample order: the first of equal bytes or images wins.
-        hashed = [i for i, v in enumerate(verdicts) if v is None and self.options.exact and samples[i].row.get("sha256")]
+        hashed = [i for i, v in enumerate(verdicts)
+                  if v is None and self.options.exact and samples[i].row.get("sha256")]
         owners = registry.claim_hashes([(samples[i].row["sha256"], uids[i]) for i in hashed]) if hashed else []
         for i, owner in zip(hashed, owners):
             if owner != uids[i]:
