@@ -329,7 +329,8 @@ def report(figures: dict, kinds: list[str]) -> None:
             print(f"        ivf{ivf_figures['nlist']} train {ivf_figures['train_seconds']:.1f} s + add "
                   f"{ivf_figures['add_seconds']:.1f} s; {probes}")
         pool = result["registry"]
-        print(f"        per-sample registry (replaced; see benchmarks.dedup_pool) of {pool['size']:,}: claim_image {pool['fill_claims_per_second']:,.0f}/s while "
+        print(f"        per-sample registry (replaced; see benchmarks.dedup_pool) of {pool['size']:,}: "
+              f"claim_image {pool['fill_claims_per_second']:,.0f}/s while "
               f"filling, at full size {pool['duplicate_claims_per_second']:,.0f}/s (duplicates) and "
               f"{pool['new_claims_per_second']:,.0f}/s (new)")
         print(f"        beside: one query per call on a flat index of that size {pool['bare_search_top8_qps']:,.0f}/s, "
