@@ -160,3 +160,24 @@ def test_sign_bits_and_radius():
     assert hamming_radius(descriptor.threshold, descriptor.dim) == descriptor.max_hamming
     assert sign_bits(np.full((1, 256), 1 / 16, np.float32)) is not None
     assert sign_bits(np.full((1, 256), 0.1, np.float32)) is None
+
+
+def test_the_stage_commits_each_shard_before_its_marker(downloaded, tmp_path):
+    import sqlite3
+
+    from services.dedup.stage import DedupOptions, DedupStage
+    from shared.models.provider import model_factory
+    from shared.shards import read_table
+
+    _, refs = downloaded
+    stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions(registry_dir=str(tmp_path / "reg")))
+    out = [stage.process(ref) for ref in refs]
+    stage.teardown()  # closes without committing: whatever is in the file was committed per shard
+    db = sqlite3.connect(str(tmp_path / "reg" / f"{refs[0].job_id}.sqlite"))
+    answered = {uid for (uid,) in db.execute("SELECT uid FROM answers")}
+    kept = {uid for (uid,) in db.execute("SELECT uid FROM images")}
+    db.close()
+    rows = [row for ref in out for row in read_table(ref.uri).to_pylist()]
+    assert kept == {r["uid"] for r in rows if r["status"] == "success"}
+    assert {r["uid"] for r in rows if r.get("reason") == "near_duplicate"} <= answered
+    assert kept <= answered
