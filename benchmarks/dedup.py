@@ -12,14 +12,15 @@ Half of the ``--queries`` query descriptors are near-duplicates of random databa
 are new. Measured, with ``--threads`` faiss (OpenMP) threads:
 
 * ``flat``: the ``IndexFlatIP`` that :class:`services.dedup.index.EvalIndex` and
-  :class:`services.dedup.index.PoolRegistry` use: ``EvalIndex.build`` time, then queries per second
+  the per-sample pool registry (``benchmarks.dedup_pool.LegacyPoolRegistry``) use: ``EvalIndex.build`` time, then queries per second
   for the whole query set at once (top-1 and top-8) and for one query per call (``--single``
   calls; what ``PoolRegistry.claim_image`` does per sample);
 * ``ivf``: an ``IndexIVFFlat`` (``--nlist`` lists, trained on a sample) for comparison: train and
   add time, queries per second and recall (the near-duplicate's source found at top-1) per
-  ``--nprobe``; informative only, winnow does not use it;
+  ``--nprobe``; the pool index switches to one past ``WINNOW_POOL_FLAT_LIMIT`` float descriptors;
 * ``EvalIndex.match`` on the 1M-descriptor index in batches of ``--eval-batch`` (the stage's);
-* ``PoolRegistry``: ``claim_image`` while filling a registry of ``--registry`` new descriptors,
+* the per-sample registry the pool index replaced (``benchmarks.dedup_pool`` compares the two):
+  ``claim_image`` while filling a registry of ``--registry`` new descriptors,
   then ``--claims`` claims against the full registry (half near-duplicates, which are answered
   without writing, half new, which are inserted into SQLite), beside one-query searches of the
   same vectors on a bare ``IndexFlatIP`` and on the registry's ``IndexIDMap(IndexFlatIP)``
@@ -54,7 +55,8 @@ import faiss
 import numpy as np
 import structlog
 
-from services.dedup.index import EvalIndex, PoolRegistry
+from benchmarks.dedup_pool import LegacyPoolRegistry as PoolRegistry  # the per-sample path; see dedup_pool
+from services.dedup.index import EvalIndex
 from shared.logs import configure_logging
 
 log = structlog.get_logger("benchmarks.dedup")
@@ -327,7 +329,8 @@ def report(figures: dict, kinds: list[str]) -> None:
             print(f"        ivf{ivf_figures['nlist']} train {ivf_figures['train_seconds']:.1f} s + add "
                   f"{ivf_figures['add_seconds']:.1f} s; {probes}")
         pool = result["registry"]
-        print(f"        PoolRegistry of {pool['size']:,}: claim_image {pool['fill_claims_per_second']:,.0f}/s while "
+        print(f"        per-sample registry (replaced; see benchmarks.dedup_pool) of {pool['size']:,}: "
+              f"claim_image {pool['fill_claims_per_second']:,.0f}/s while "
               f"filling, at full size {pool['duplicate_claims_per_second']:,.0f}/s (duplicates) and "
               f"{pool['new_claims_per_second']:,.0f}/s (new)")
         print(f"        beside: one query per call on a flat index of that size {pool['bare_search_top8_qps']:,.0f}/s, "

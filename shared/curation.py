@@ -106,6 +106,10 @@ class SampleStage(Stage):
         reports: where the cut fell)."""
         return {}
 
+    def finish_shard(self, shard: dict[str, Any]) -> None:
+        """Called once after the shard's last batch is judged and before its completion marker is
+        written: make durable what judging it decided (dedup commits its claims here)."""
+
     def sidecars(self, rows: list[dict[str, Any]], shard: dict[str, Any]) -> dict[str, bytes]:
         """Extra files for the finished shard (extension -> bytes); rows are the whole ledger."""
         return {}
@@ -130,6 +134,7 @@ class SampleStage(Stage):
                     self._flush(pending, writer, shard)
                     pending, kept_in_batch = [], 0
             self._flush(pending, writer, shard)
+            self.finish_shard(shard)
             thresholds = self.thresholds()
             return writer.close(sidecars=self.sidecars(writer.rows, shard),
                                 **({"thresholds": thresholds} if thresholds else {}))

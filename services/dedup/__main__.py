@@ -5,6 +5,9 @@ The pool registry makes dedup stateful: run one replica per job (or per disjoint
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from services.dedup.pool_index import PoolIndexConfig
 from services.dedup.server import bindings
 from services.dedup.stage import DedupOptions, DedupStage
 from shared.curation_settings import CurationSettings
@@ -20,12 +23,19 @@ class DedupSettings(CurationSettings):
     eval_index_dir: str = ""
     registry_dir: str = ""
     pool_threshold: float | None = None
+    pool_flat_limit: int = Field(65_536, description="float descriptors: an exact flat index up to this many kept "
+                                 "images, then pool_index_factory (hashes are always searched exactly)")
+    pool_index_factory: str = Field("IVF1024,Flat", description="faiss index_factory string past pool_flat_limit")
+    pool_search_params: str = Field("nprobe=32", description="faiss ParameterSpace string for that index")
 
 
 def build_stage(settings: DedupSettings) -> DedupStage:
     return DedupStage(model_factory("near_duplicate", settings.model_preset, settings.triton_url),
                       DedupOptions(eval_index_dir=settings.eval_index_dir, registry_dir=settings.registry_dir,
-                                   pool_threshold=settings.pool_threshold, batch_size=settings.batch_size))
+                                   pool_threshold=settings.pool_threshold, batch_size=settings.batch_size,
+                                   pool_index=PoolIndexConfig(flat_limit=settings.pool_flat_limit,
+                                                              factory=settings.pool_index_factory,
+                                                              search_params=settings.pool_search_params)))
 
 
 def main() -> None:

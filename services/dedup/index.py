@@ -14,6 +14,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from services.dedup.pool_index import BinaryPoolIndex, FloatPoolIndex, PoolIndexConfig, hamming_radius, sign_bits
+
 
 def _maybe_gpu(index: faiss.Index) -> faiss.Index:
     if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
@@ -76,63 +78,142 @@ class EvalIndex:
 
 
 class PoolRegistry:
-    """What the pool has seen: sha256 -> first uid, and descriptors of kept images.
+    """What the pool has seen: sha256 -> first uid, the kept images, and every near-duplicate answer.
 
     First come, first kept: a sample is a duplicate when another uid claimed the same bytes or a
-    near-identical image before it. Claims are idempotent per uid, so reprocessing a shard gives
-    the same answers. The registry is one SQLite file (persisted; the faiss index is rebuilt from
-    it on open), so the dedup stage runs as a single consumer per job: one replica, or one per
-    disjoint set of jobs.
+    near-identical image before it. Claims are made a batch at a time (one index search per
+    batch; the batch's own earlier kept images are compared in memory), and each answer is
+    recorded per uid, so reprocessing a shard gives the same answers whatever was kept since.
+
+    The registry is one SQLite file; the index of kept images (``pool_index``) is rebuilt from it
+    on open. Writes stay in one open transaction until ``commit``, which the stage calls once per
+    shard before the shard's completion marker: a crash before it loses only claims that no
+    finished shard's answers rest on (every claim made so far is committed with each shard, so a
+    shard whose marker exists never depends on a claim that was not made durable with it). The
+    dedup stage therefore runs as a single writer per job: one replica, or one per disjoint set of
+    jobs.
     """
 
-    def __init__(self, path: Path, dim: int) -> None:
+    def __init__(self, path: Path, dim: int, threshold: float, *, binary: bool,
+                 config: PoolIndexConfig | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS hashes (sha256 TEXT PRIMARY KEY, uid TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS images (id INTEGER PRIMARY KEY, uid TEXT UNIQUE NOT NULL, "
                          "descriptor BLOB NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS answers (uid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+                         "similarity REAL NOT NULL)")
         self._lock = threading.Lock()
-        self.dim = dim
-        self._index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
-        self._uids: dict[int, str] = {}
-        rows = self._db.execute("SELECT id, uid, descriptor FROM images ORDER BY id").fetchall()
+        self.dim, self.threshold, self.binary = dim, threshold, binary
+        config = config or PoolIndexConfig()
+        self.index = (BinaryPoolIndex(dim, hamming_radius(threshold, dim), config.binary_backend) if binary
+                      else FloatPoolIndex(dim, config))
+        self._uids: list[str] = []  # position in the index -> uid
+        self._positions: dict[str, int] = {}
+        self._load()
+
+    def _load(self) -> None:
+        packed_size, float_size = self.dim // 8, self.dim * 4
+        cursor = self._db.execute("SELECT uid, descriptor FROM images ORDER BY id")
+        while rows := cursor.fetchmany(100_000):
+            blobs = [blob for _, blob in rows]
+            if self.binary and all(len(b) == packed_size for b in blobs):
+                self.index.add(np.frombuffer(b"".join(blobs), np.uint8).reshape(len(rows), packed_size))
+            elif all(len(b) == float_size for b in blobs):
+                vectors = np.frombuffer(b"".join(blobs), np.float32).reshape(len(rows), self.dim)
+                if self.binary:  # a registry written before hashes were stored packed
+                    bits = sign_bits(vectors)
+                    if bits is None:
+                        raise ValueError("the pool registry holds float descriptors, not hashes: another descriptor "
+                                         "made it; use another registry_dir")
+                    vectors = bits
+                self.index.add(vectors)
+            else:
+                raise ValueError(f"the pool registry holds descriptors of another size than {self.dim}-d "
+                                 f"{'hashes' if self.binary else 'floats'}: another descriptor made it; "
+                                 "use another registry_dir")
+            for uid, _ in rows:
+                self._positions[uid] = len(self._uids)
+                self._uids.append(uid)
+
+    def _write(self, sql: str, rows: list[tuple]) -> None:
         if rows:
-            vectors = np.stack([np.frombuffer(blob, np.float32) for _, _, blob in rows])
-            self._index.add_with_ids(vectors, np.array([r[0] for r in rows], np.int64))
-            self._uids = {r[0]: r[1] for r in rows}
-        self._by_uid = {uid: i for i, uid in self._uids.items()}
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+            self._db.executemany(sql, rows)
 
-    def claim_hash(self, sha256: str, uid: str) -> str:
-        """The uid that owns these bytes: ``uid`` itself when it is the first to claim them."""
-        with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO hashes (sha256, uid) VALUES (?, ?)", (sha256, uid))
-            return self._db.execute("SELECT uid FROM hashes WHERE sha256 = ?", (sha256,)).fetchone()[0]
+    def _select(self, sql: str, keys: list[str]) -> list[tuple]:
+        found = []
+        for i in range(0, len(keys), 500):
+            chunk = keys[i:i + 500]
+            found += self._db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return found
 
-    def claim_image(self, descriptor: np.ndarray, uid: str, threshold: float) -> tuple[str, float]:
-        """The uid of the first near-identical image (cosine >= threshold), or ``uid`` itself
-        after registering it; with the best similarity to an earlier image."""
-        vector = np.ascontiguousarray(descriptor, dtype=np.float32).reshape(1, -1)
+    def claim_hashes(self, claims: list[tuple[str, str]]) -> list[str]:
+        """Per ``(sha256, uid)`` in order, the uid that owns those bytes: ``uid`` itself when it is
+        the first to claim them (earlier in the batch counts as first)."""
         with self._lock:
-            own = self._by_uid.get(uid)
-            best_uid, best = uid, 0.0
-            if self._index.ntotal:
-                similarity, ids = self._index.search(vector, min(8, self._index.ntotal))
-                for s, i in zip(similarity[0], ids[0]):
-                    if i < 0 or i == own:
-                        continue
-                    if own is not None and i > own:
-                        continue  # registered later: not an answer for this uid, nor on reprocessing
-                    if s >= threshold:
-                        return self._uids[int(i)], float(s)
-                    best = max(best, float(s))
-            if own is None:
-                cursor = self._db.execute("INSERT INTO images (uid, descriptor) VALUES (?, ?)",
-                                          (uid, vector.tobytes()))
-                own = cursor.lastrowid
-                self._index.add_with_ids(vector, np.array([own], np.int64))
-                self._uids[own], self._by_uid[uid] = uid, own
-            return best_uid, best
+            self._write("INSERT OR IGNORE INTO hashes (sha256, uid) VALUES (?, ?)", claims)
+            owners = dict(self._select("SELECT sha256, uid FROM hashes WHERE sha256 IN ({})",
+                                       list({sha for sha, _ in claims})))
+            return [owners[sha] for sha, _ in claims]
+
+    def claim_images(self, descriptors: np.ndarray, uids: list[str], k: int = 8) -> list[tuple[str, float]]:
+        """Per descriptor in order: the uid of the most similar earlier kept image at cosine >=
+        ``threshold`` (its own uid, after keeping it, when there is none), and the cosine to the
+        nearest earlier kept image found (0 when none)."""
+        vectors = np.ascontiguousarray(descriptors, dtype=np.float32).reshape(len(uids), self.dim)
+        codes = sign_bits(vectors) if self.binary else vectors
+        if codes is None:
+            raise ValueError("the pool registry holds hashes; these descriptors are not +-1/sqrt(dim) vectors")
+        with self._lock:
+            known = {uid: (owner, similarity) for uid, owner, similarity in
+                     self._select("SELECT uid, owner, similarity FROM answers WHERE uid IN ({})", list(set(uids)))}
+            todo = [i for i, uid in enumerate(uids) if uid not in known]
+            if self.index.ntotal and todo:
+                similarity, positions = self.index.search(codes[todo], min(k, self.index.ntotal))
+            else:
+                similarity, positions = np.zeros((len(todo), 0)), np.zeros((len(todo), 0), np.int64)
+            within = vectors[todo] @ vectors[todo].T  # the batch against its own earlier images
+            first_new, kept, answers = len(self._uids), [], []
+            for row, i in enumerate(todo):
+                uid = uids[i]
+                if uid in known:  # the same uid twice in one batch
+                    continue
+                own = self._positions.get(uid)
+                best, owner, best_position = 0.0, uid, -1
+                candidates = [(s, p) for s, p in zip(similarity[row], positions[row]) if p >= 0]
+                candidates += [(within[row, j], first_new + n) for n, j in enumerate(kept)]
+                for s, p in candidates:
+                    if own is not None and p >= own:
+                        continue  # kept later: not an answer for this uid, nor on reprocessing
+                    if s > best or (s == best and p < best_position):
+                        best, best_position = float(s), int(p)
+                if best_position >= 0 and best >= self.threshold:
+                    owner = self._uids[best_position] if best_position < first_new else uids[todo[kept[
+                        best_position - first_new]]]
+                elif own is None:
+                    self._positions[uid] = first_new + len(kept)
+                    kept.append(row)
+                known[uid] = (owner, best)
+                answers.append((uid, owner, best))
+            if kept:
+                rows = [todo[row] for row in kept]
+                self.index.add(codes[rows])
+                self._uids += [uids[i] for i in rows]
+                self._write("INSERT INTO images (uid, descriptor) VALUES (?, ?)",
+                            [(uids[i], codes[i].tobytes()) for i in rows])
+            self._write("INSERT OR IGNORE INTO answers (uid, owner, similarity) VALUES (?, ?, ?)", answers)
+            return [known[uid] for uid in uids]
+
+    def commit(self) -> None:
+        """Make every claim so far durable, in one transaction (the stage calls it once per shard)."""
+        with self._lock:
+            if self._db.in_transaction:
+                self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self._db.close()
+        """Close without committing: claims since the last ``commit`` belong to unfinished shards."""
+        with self._lock:
+            self._db.close()

@@ -7,6 +7,9 @@
 - ``invalid_uid``: the row has no usable uid (32 hex characters), so no claim can be made for it;
   the rest of its shard is judged as usual.
 
+Pool claims are made per batch (``PoolRegistry.claim_hashes``, then ``claim_images``, each in
+sample order) and committed once per shard in ``finish_shard``, before the completion marker.
+
 Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate_of`` (uid),
 ``duplicate_similarity`` (the cosine to the nearest earlier kept image; 0 when none was near).
 """
@@ -19,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from services.dedup.index import EvalIndex, PoolRegistry
+from services.dedup.pool_index import PoolIndexConfig, sign_bits
 from shared import storage
 from shared.curation import Sample, SampleStage, Verdict
 from shared.models.base import NearDuplicateDescriptor
@@ -41,6 +47,7 @@ class DedupOptions:
     exact: bool = True
     near: bool = True
     batch_size: int = 64
+    pool_index: PoolIndexConfig = PoolIndexConfig()  # how kept descriptors are indexed (hashes: exact)
 
 
 class DedupStage(SampleStage):
@@ -71,7 +78,8 @@ class DedupStage(SampleStage):
             registry.close()
         self._registries.clear()
 
-    def registry(self, job_id: str, job_root: str) -> PoolRegistry:
+    def registry(self, job_id: str, job_root: str, descriptors: np.ndarray) -> PoolRegistry:
+        """The job's registry; the first batch's descriptors tell whether they are hashes."""
         if job_id not in self._registries:
             if self.options.registry_dir:
                 path = Path(self.options.registry_dir) / f"{job_id}.sqlite"
@@ -79,8 +87,14 @@ class DedupStage(SampleStage):
                 path = Path(job_root) / self.name / "_pool_registry.sqlite"
             else:
                 raise ValueError(f"set registry_dir: the pool registry needs a local disk, and {job_root} is not one")
-            self._registries[job_id] = PoolRegistry(path, self.descriptor.dim)
+            self._registries[job_id] = PoolRegistry(path, self.descriptor.dim, self.pool_threshold,
+                                                    binary=sign_bits(descriptors[:1]) is not None,
+                                                    config=self.options.pool_index)
         return self._registries[job_id]
+
+    @property
+    def pool_threshold(self) -> float:
+        return self.options.pool_threshold if self.options.pool_threshold is not None else self.descriptor.threshold
 
     def thresholds(self) -> dict[str, float]:
         found = {}
@@ -94,38 +108,39 @@ class DedupStage(SampleStage):
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()
         ref = shard["ref"]
-        registry = self.registry(ref.job_id, ref.job_root)
         descriptors = self.descriptor.describe([s.image for s in samples])
+        registry = shard["registry"] = self.registry(ref.job_id, ref.job_root, descriptors)
         if self.eval_index is not None:
             eval_similarity, eval_match = self.eval_index.match(descriptors)
         else:
             eval_similarity, eval_match = [None] * len(samples), [None] * len(samples)
-        threshold = self.options.pool_threshold if self.options.pool_threshold is not None else self.descriptor.threshold
-        verdicts = []
-        for sample, descriptor, similarity, match in zip(samples, descriptors, eval_similarity, eval_match):
-            uid = sample.row.get("uid")
-            columns = {"eval_similarity": None if similarity is None else float(similarity), "eval_match": match,
-                       "duplicate_of": None}
+        uids = [sample.row.get("uid") for sample in samples]
+        columns = [{"eval_similarity": None if similarity is None else float(similarity), "eval_match": match,
+                    "duplicate_of": None} for similarity, match in zip(eval_similarity, eval_match)]
+        verdicts: list[Verdict | None] = [None] * len(samples)
+        for i, (uid, match) in enumerate(zip(uids, eval_match)):
             if not is_valid_uid(uid):
-                verdicts.append(Verdict(False, "invalid_uid", f"uid {uid!r} is not 32 hex characters", columns))
-                continue
-            if match is not None:
-                verdicts.append(Verdict(False, "eval_duplicate", f"copies evaluation image {match} "
-                                        f"(cosine {similarity:.3f})", columns))
-                continue
-            sha = sample.row.get("sha256")
-            if self.options.exact and sha:
-                owner = registry.claim_hash(sha, uid)
-                if owner != uid:
-                    verdicts.append(Verdict(False, "exact_duplicate", f"same bytes as {owner}",
-                                            {**columns, "duplicate_of": owner}))
-                    continue
-            if self.options.near:
-                owner, best = registry.claim_image(descriptor, uid, threshold)
-                columns["duplicate_similarity"] = best
-                if owner != uid:
-                    verdicts.append(Verdict(False, "near_duplicate", f"near-identical to {owner} (cosine {best:.3f})",
-                                            {**columns, "duplicate_of": owner}))
-                    continue
-            verdicts.append(Verdict(True, columns=columns))
-        return verdicts
+                verdicts[i] = Verdict(False, "invalid_uid", f"uid {uid!r} is not 32 hex characters", columns[i])
+            elif match is not None:
+                verdicts[i] = Verdict(False, "eval_duplicate", f"copies evaluation image {match} "
+                                      f"(cosine {eval_similarity[i]:.3f})", columns[i])
+        # The batch's claims in two calls, in sample order: the first of equal bytes or images wins.
+        hashed = [i for i, v in enumerate(verdicts)
+                  if v is None and self.options.exact and samples[i].row.get("sha256")]
+        owners = registry.claim_hashes([(samples[i].row["sha256"], uids[i]) for i in hashed]) if hashed else []
+        for i, owner in zip(hashed, owners):
+            if owner != uids[i]:
+                verdicts[i] = Verdict(False, "exact_duplicate", f"same bytes as {owner}",
+                                      {**columns[i], "duplicate_of": owner})
+        near = [i for i, v in enumerate(verdicts) if v is None] if self.options.near else []
+        answers = registry.claim_images(descriptors[near], [uids[i] for i in near]) if near else []
+        for i, (owner, best) in zip(near, answers):
+            columns[i]["duplicate_similarity"] = best
+            if owner != uids[i]:
+                verdicts[i] = Verdict(False, "near_duplicate", f"near-identical to {owner} (cosine {best:.3f})",
+                                      {**columns[i], "duplicate_of": owner})
+        return [v if v is not None else Verdict(True, columns=columns[i]) for i, v in enumerate(verdicts)]
+
+    def finish_shard(self, shard: dict[str, Any]) -> None:
+        if "registry" in shard:
+            shard["registry"].commit()  # one transaction per shard, before its completion marker
