@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shared import storage
+from shared.outages import is_outage
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
@@ -301,6 +302,8 @@ def read_table(prefix: str) -> pa.Table:
     try:
         table = pq.ParquetFile(io.BytesIO(storage.read_bytes(f"{prefix}.parquet"))).read()
     except (pa.ArrowInvalid, OSError) as exc:
+        if is_outage(exc):  # the store is down, the shard is fine: let the worker wait for the store
+            raise
         raise ShardFormatError(f"unreadable shard parquet {prefix}.parquet: {exc}") from exc
     version = (table.schema.metadata or {}).get(b"winnow_schema_version")
     if version is not None:
