@@ -5,7 +5,6 @@ that should be kept, a port where nothing listens, and a way to run ``winnow`` a
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import shutil
 import socket
@@ -86,28 +85,45 @@ class Finished:
     returncode: int
     stdout: str
     stderr: str
-    peak_rss_bytes: int  # of the winnow process itself (wait4's rusage), not of this one
+    peak_rss_bytes: int  # of the winnow process itself (its VmHWM), not of this one
 
 
 def run_winnow(args: list[str], workdir: Path, timeout: float = 240) -> Finished:
-    """``python -m winnow.cli ARGS`` as a user runs it; its own peak RSS from ``wait4``."""
+    """``python -m winnow.cli ARGS`` as a user runs it, and its own peak RSS.
+
+    The peak is the process's ``VmHWM`` (its memory's high-water mark), read while it runs: the
+    ``ru_maxrss`` that ``wait4`` reports would not do, since Linux carries the parent's high-water
+    mark across fork and exec, so it would report this test process's size when that is larger.
+    """
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
     with open(out, "wb") as stdout, open(err, "wb") as stderr:
         process = subprocess.Popen([sys.executable, "-m", "winnow.cli", *args], cwd=REPO, stdout=stdout,
                                    stderr=stderr, env={**os.environ, "COLUMNS": "200"})
-        status, usage = _wait4(process.pid, timeout)
+        status, peak = _wait_measuring(process.pid, timeout)
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return Finished(process.returncode, out.read_text(), err.read_text(), usage.ru_maxrss * 1024)
+    return Finished(process.returncode, out.read_text(), err.read_text(), peak)
 
 
-def _wait4(pid: int, timeout: float) -> tuple[int, resource.struct_rusage]:
+def _high_water_mark(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0  # exited (a zombie has no memory to report)
+
+
+def _wait_measuring(pid: int, timeout: float) -> tuple[int, int]:
     deadline = time.monotonic() + timeout
+    peak = 0
     while True:
-        found, status, usage = os.wait4(pid, os.WNOHANG)
+        peak = max(peak, _high_water_mark(pid))
+        found, status = os.waitpid(pid, os.WNOHANG)
         if found:
-            return status, usage
+            return status, peak
         if time.monotonic() > deadline:
             os.kill(pid, signal.SIGKILL)
-            os.wait4(pid, 0)
+            os.waitpid(pid, 0)
             raise TimeoutError(f"winnow (pid {pid}) ran past {timeout} s")
-        time.sleep(0.1)
+        time.sleep(0.02)
