@@ -1,16 +1,24 @@
 """Stages that judge each kept sample of a shard: keep it (perhaps changed) or drop it, with a reason.
 
-A ``SampleStage`` reads the previous stage's shard (ledger + tar) in order, hands the kept
-samples to ``judge`` in batches, and writes a new shard: kept samples (with any new columns and
-replaced image) into the tar, dropped ones as ledger rows with ``status=dropped``, the reason
-and the scores that decided it. Rows an earlier stage already failed or dropped are carried
-along unchanged, so the last ledger answers "why is this sample gone?" for every uid.
+A ``SampleStage`` reads the previous stage's ledger and, in the same order, the images of its
+kept samples from the tar the ledger names (its image source: the downloader's, or the shards a
+user brought), hands the kept samples to ``judge`` in batches, and writes its own ledger: every
+row, with the new columns, and the dropped ones with ``status=dropped``, the reason and the
+scores that decided it, plus its sidecars and ``_stats.json``. It writes no tar: its ledger names
+the same image source. Only a stage that changes images (``writes_images``: the blur stage when
+told to keep blurred images at rest) writes a tar of its kept samples and becomes the source.
+Rows an earlier stage already failed or dropped are carried along unchanged, so the last ledger
+answers "why is this sample gone?" for every uid.
+
+Each shard's ``_stats.json`` records where the stage's time went (``timings``: reading the
+ledger and tar, decoding images, in ``judge`` outside decoding — the models —, and writing).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import time
 from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,9 +30,25 @@ import pyarrow as pa
 from PIL import Image
 
 from shared.messages import ShardRef
-from shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ShardFormatError, ShardStats, ShardWriter,
-                           iter_tar_samples, read_table)
+from shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError, ShardStats,
+                           ShardWriter, image_source, iter_tar_samples, read_table)
 from shared.stage import Stage
+
+
+class Timings:
+    """Seconds a stage spent on one shard, by kind of work (``_stats.json``'s ``timings``)."""
+
+    KINDS = ("read_s", "decode_s", "model_s", "write_s")
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(self.KINDS, 0.0)
+
+    def add(self, kind: str, since: float) -> None:
+        """Count the time from ``since`` (a ``time.perf_counter()``) to now as ``kind``."""
+        self.seconds[kind] += time.perf_counter() - since
+
+    def to_json(self) -> dict[str, float]:
+        return {kind: round(value, 4) for kind, value in self.seconds.items()}
 
 
 @dataclass
@@ -33,6 +57,7 @@ class Sample:
 
     row: dict[str, Any]
     files: dict[str, bytes]
+    timings: Timings | None = None
 
     @property
     def image_extension(self) -> str:
@@ -44,8 +69,12 @@ class Sample:
     @cached_property
     def image(self) -> np.ndarray:
         """The image as uint8 RGB (H, W, 3)."""
+        started = time.perf_counter()
         with Image.open(io.BytesIO(self.files[self.image_extension])) as image:
-            return np.asarray(image.convert("RGB"))
+            decoded = np.asarray(image.convert("RGB"))
+        if self.timings is not None:
+            self.timings.add("decode_s", started)
+        return decoded
 
     @property
     def text(self) -> str:
@@ -63,18 +92,21 @@ class Verdict:
     image: bytes | None = None  # a replacement image in the sample's format (e.g. blurred)
 
 
-def iter_samples(ref: ShardRef, table: pa.Table) -> Iterator[tuple[dict[str, Any], dict[str, bytes] | None]]:
-    """Every ledger row of the shard (``table``, its parquet) in order, with its tar members when it
-    is a kept sample."""
-    rows = table.to_pylist()
-    members = iter_tar_samples(ref.uri)
-    for row in rows:
+def iter_samples(table: pa.Table, source: ImageSource) -> Iterator[tuple[dict[str, Any], dict[str, bytes] | None]]:
+    """Every ledger row (``table``) in order, with its members from the image source's tar when it
+    is a kept sample. The tar may hold more samples than the ledger keeps (an earlier stage
+    dropped them): those are passed over; it must hold the kept ones in ledger order."""
+    members = iter_tar_samples(source.prefix)
+    for row in table.to_pylist():
         if row["status"] != SUCCESS:
             yield row, None
             continue
-        key, files = next(members, (None, None))
-        if key != row["key"]:
-            raise ShardFormatError(f"{ref.uri}.tar is out of step with its parquet at key {row['key']} (found {key})")
+        for key, files in members:
+            if key == row["key"]:
+                break
+        else:
+            raise ShardFormatError(f"{source.prefix}.tar has no sample {row['key']} after the ones before it "
+                                   f"in the ledger (missing, or out of the ledger's order)")
         yield row, files
 
 
@@ -92,6 +124,8 @@ class SampleStage(Stage):
     """
 
     batch_size: int = 64
+    #: True for a stage that changes images (``Verdict.image``): it writes a tar of its kept samples.
+    writes_images: bool = False
     input_columns: tuple[str, ...] | None = None
     output_columns: tuple[str, ...] | None = None
     drop_reasons: tuple[str, ...] | None = None
@@ -114,29 +148,48 @@ class SampleStage(Stage):
         """Extra files for the finished shard (extension -> bytes); rows are the whole ledger."""
         return {}
 
+    def output_image_source(self, source: ImageSource) -> ImageSource | None:
+        """The image source this stage's ledger names: the one it read, unless it writes its own tar."""
+        return None if self.writes_images else source
+
     def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
+        timings = Timings()
+        started = time.perf_counter()
         table = read_table(ref.uri)
+        source = image_source(ref.uri, table)
         if self.input_columns is not None:
             missing = [c for c in self.input_columns if c not in table.column_names]
             if missing:
                 raise StageContractError(f"stage {self.name} reads column(s) {missing}, which {ref.uri}.parquet lacks "
                                          f"(run the stages that write them first)")
+        timings.add("read_s", started)
         writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
-                             extra_schema=table.schema)
+                             extra_schema=table.schema, members="tar" if self.writes_images else "none",
+                             image_source=self.output_image_source(source), images_blurred=self.writes_images)
         try:
-            shard: dict[str, Any] = {"ref": ref}
+            shard: dict[str, Any] = {"ref": ref, "timings": timings, "image_source": source}
             pending: list[tuple[dict[str, Any], dict[str, bytes] | None]] = []
             kept_in_batch = 0
-            for row, files in iter_samples(ref, table):
-                pending.append((row, files))
-                kept_in_batch += files is not None
+            samples = iter_samples(table, source)
+            while True:
+                started = time.perf_counter()
+                item = next(samples, None)
+                timings.add("read_s", started)
+                if item is None:
+                    break
+                pending.append(item)
+                kept_in_batch += item[1] is not None
                 if kept_in_batch >= self.batch_size:
                     self._flush(pending, writer, shard)
                     pending, kept_in_batch = [], 0
             self._flush(pending, writer, shard)
             self.finish_shard(shard)
             thresholds = self.thresholds()
-            return writer.close(sidecars=self.sidecars(writer.rows, shard),
+            started = time.perf_counter()
+            sidecars = self.sidecars(writer.rows, shard)
+            # The marker's own write is not counted: the timings are in it.
+            timings.add("write_s", started)
+            return writer.close(sidecars=sidecars, timings=timings.to_json(),
                                 **({"thresholds": thresholds} if thresholds else {}))
         except BaseException:
             writer.abort()
@@ -154,8 +207,14 @@ class SampleStage(Stage):
 
     def _flush(self, pending: list[tuple[dict[str, Any], dict[str, bytes] | None]], writer: ShardWriter,
                shard: dict[str, Any]) -> None:
-        samples = [Sample(row, files) for row, files in pending if files is not None]
+        timings: Timings = shard["timings"]
+        samples = [Sample(row, files, timings) for row, files in pending if files is not None]
+        started = time.perf_counter()
+        decoding_before = timings.seconds["decode_s"]
         verdicts = iter(self.judge(samples, shard) if samples else [])
+        # judge's time less the decoding it caused is the models' (and the stage's own logic).
+        timings.seconds["model_s"] += time.perf_counter() - started - (timings.seconds["decode_s"] - decoding_before)
+        started = time.perf_counter()
         for row, files in pending:
             if files is None:
                 writer.carry(row)
@@ -163,13 +222,21 @@ class SampleStage(Stage):
             verdict = next(verdicts)
             self._check_verdict(verdict)
             updated = {**row, **verdict.columns}
+            if verdict.image is not None and not self.writes_images:
+                raise StageContractError(f"stage {self.name} replaced an image; a stage that changes images "
+                                         f"declares writes_images = True (it then writes a tar)")
             if verdict.keep:
-                files = dict(files)
-                if verdict.image is not None:
-                    files[Sample(row, files).image_extension] = verdict.image
-                if "json" in files:
-                    files["json"] = json.dumps(updated, default=str, ensure_ascii=False, sort_keys=True).encode()
-                writer.add(updated, files)
+                writer.add(updated, self._kept_files(updated, files, verdict) if self.writes_images else None)
             else:
                 writer.add({**updated, "status": DROPPED, "reason": verdict.reason,
                             "error_message": verdict.message, "dropped_by": self.name})
+        timings.add("write_s", started)
+
+    @staticmethod
+    def _kept_files(row: dict[str, Any], files: dict[str, bytes], verdict: Verdict) -> dict[str, bytes]:
+        files = dict(files)
+        if verdict.image is not None:
+            files[Sample(row, files).image_extension] = verdict.image
+        if "json" in files:
+            files["json"] = json.dumps(row, default=str, ensure_ascii=False, sort_keys=True).encode()
+        return files

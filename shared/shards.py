@@ -1,15 +1,22 @@
 """The shard format: img2dataset/DataComp webdataset shards with a per-sample ledger.
 
-A shard ``{shard:08d}`` in a stage's directory is three files:
+A shard ``{shard:08d}`` in a stage's directory is:
 
-- ``{shard:08d}.tar``: the kept samples as ``{key}.jpg|webp|png``, ``{key}.txt``, ``{key}.json``
-  (readable by ``webdataset`` and by open_clip training as it is);
-- ``{shard:08d}.parquet``: one row for *every* sample that entered, kept or not, with the
-  DataComp columns, ``status``, ``reason``, ``error_message`` and ``dropped_by``;
+- ``{shard:08d}.parquet``, the ledger: one row for *every* sample that entered, kept or not, with
+  the DataComp columns, ``status``, ``reason``, ``error_message`` and ``dropped_by``. Its schema
+  metadata names the shard's *image source* (``winnow_images``): the tar that holds the images of
+  its kept samples, relative to the ledger's folder or absolute;
+- ``{shard:08d}.tar``, only from a stage that brings images in or changes them (the downloader,
+  the blur stage when it writes blurred images): the kept samples as ``{key}.jpg|webp|png``,
+  ``{key}.txt``, ``{key}.json`` (readable by ``webdataset`` and by open_clip training as it is).
+  Stages that only annotate (safety, dedup, embed, blur by default) write no tar: their ledger
+  names the tar they read, so images are stored once however many stages run;
+- sidecars a stage adds (embed's ``{shard:08d}.npz``);
 - ``{shard:08d}_stats.json``: counts per status and reason; written last, it marks the shard
   complete, so a restarted worker skips it.
 
-The tar is written deterministically (fixed mtimes and owners), so reprocessing a shard yields
+A ledger without ``winnow_images`` (img2dataset's, schema version 1) has its tar beside it. The
+tar is written deterministically (fixed mtimes and owners), so reprocessing a shard yields
 byte-identical files.
 """
 
@@ -19,6 +26,7 @@ import io
 import json
 import math
 import os
+import posixpath
 import tarfile
 import tempfile
 import time
@@ -33,8 +41,10 @@ import pyarrow.parquet as pq
 from shared import storage
 from shared.outages import is_outage
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS = frozenset({1})
+SCHEMA_VERSION = 2  # 2: annotating stages; the ledger names its image source
+SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})
+IMAGES_METADATA = b"winnow_images"
+IMAGES_BLURRED_METADATA = b"winnow_images_blurred"
 
 SUCCESS = "success"
 FAILED_TO_DOWNLOAD = "failed_to_download"
@@ -75,6 +85,59 @@ DATACOMP_TYPES = {
 
 class ShardFormatError(ValueError):
     """A shard or its reference cannot be read: bad layout, unknown schema version, corrupt file."""
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """Where a shard's kept images are: the tar ``{prefix}.tar``, and whether the faces its
+    ``face_bboxes`` name are already blurred in it (then nobody blurs them again)."""
+
+    prefix: str
+    blurred: bool = False
+
+
+def _folder(uri: str) -> str:
+    return posixpath.dirname(uri) if "://" in uri else os.path.dirname(uri)
+
+
+def _relative(uri: str, folder: str) -> str:
+    """``uri`` relative to ``folder`` when both are on one filesystem (and bucket), else ``uri``."""
+    if "://" not in uri and "://" not in folder:
+        return os.path.relpath(os.path.abspath(uri), os.path.abspath(folder or "."))
+    (scheme, path), (folder_scheme, folder_path) = (
+        u.split("://", 1) if "://" in u else ("", u) for u in (uri, folder))
+    if scheme != folder_scheme or path.split("/", 1)[0] != folder_path.split("/", 1)[0]:
+        return uri
+    return posixpath.relpath(path, folder_path)
+
+
+def _resolve(value: str, folder: str) -> str:
+    if "://" in value or os.path.isabs(value):
+        return value
+    if "://" in folder:
+        scheme, rest = folder.split("://", 1)
+        return f"{scheme}://" + posixpath.normpath(posixpath.join(rest, value))
+    return os.path.normpath(os.path.join(folder, value))
+
+
+def image_source(prefix: str, table: pa.Table | None = None) -> ImageSource:
+    """The image source the ledger ``{prefix}.parquet`` names (``table`` is that ledger, when already
+    read); a ledger that names none (img2dataset's) has its tar beside it."""
+    if table is not None:
+        metadata = table.schema.metadata or {}
+    else:
+        fs, path = storage.filesystem(f"{prefix}.parquet")
+        try:
+            metadata = pq.read_schema(path, filesystem=fs).metadata or {}
+        except (pa.ArrowInvalid, OSError) as exc:
+            if is_outage(exc):
+                raise
+            raise ShardFormatError(f"unreadable shard parquet {prefix}.parquet: {exc}") from exc
+    named = metadata.get(IMAGES_METADATA)
+    if not named:
+        return ImageSource(prefix)
+    return ImageSource(_resolve(named.decode(), _folder(prefix)),
+                       blurred=metadata.get(IMAGES_BLURRED_METADATA, b"") == b"true")
 
 
 def shard_name(shard_id: int) -> str:
@@ -195,12 +258,15 @@ class ShardWriter:
     columns (the downloader's img2dataset layout names and types them as img2dataset does).
     ``members`` says where a kept sample's files go: ``tar`` (webdataset), ``files`` (a
     ``{prefix}/`` folder of ``{key}.{ext}`` files, img2dataset's ``files`` format) or ``none``
-    (the caller puts the bytes in the ledger, img2dataset's ``parquet`` format).
+    (the caller puts the bytes in the ledger, img2dataset's ``parquet`` format, or an annotating
+    stage, whose ledger names the ``image_source`` it read instead). A shard that writes a tar is
+    its own image source; ``images_blurred`` says its faces are blurred.
     """
 
     def __init__(self, prefix: str, *, stage: str, job_id: str, shard_id: int,
                  extra_schema: pa.Schema | None = None, core_schema: pa.Schema | None = None,
-                 members: str = "tar") -> None:
+                 members: str = "tar", image_source: ImageSource | None = None,
+                 images_blurred: bool = False) -> None:
         if members not in ("tar", "files", "none"):
             raise ValueError(f"members must be tar, files or none, got {members!r}")
         self.prefix = prefix
@@ -208,6 +274,9 @@ class ShardWriter:
         self._extra_schema = extra_schema or pa.schema([])
         self._core_schema = core_schema if core_schema is not None else CORE_SCHEMA
         self._members = members
+        if members == "tar":
+            image_source = ImageSource(prefix, blurred=images_blurred)
+        self.image_source = image_source
         self._member_files: list[str] = []
         self._rows: list[dict[str, Any]] = []
         storage.remove_partial_writes(prefix)
@@ -259,7 +328,11 @@ class ShardWriter:
             else:
                 inferred = pa.array([r.get(name) for r in self._rows]).type
                 fields.append(pa.field(name, pa.string() if pa.types.is_null(inferred) else inferred))
-        schema = pa.schema(fields, metadata={"winnow_schema_version": str(SCHEMA_VERSION)})
+        metadata = {b"winnow_schema_version": str(SCHEMA_VERSION).encode()}
+        if self.image_source is not None:
+            metadata[IMAGES_METADATA] = _relative(self.image_source.prefix, _folder(self.prefix)).encode()
+            metadata[IMAGES_BLURRED_METADATA] = b"true" if self.image_source.blurred else b"false"
+        schema = pa.schema(fields, metadata=metadata)
         columns = {f.name: [r.get(f.name) for r in self._rows] for f in schema}
         return pa.Table.from_pydict(columns, schema=schema)
 

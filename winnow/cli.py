@@ -77,6 +77,12 @@ def _add_run_parser(subparsers) -> None:
     pipeline.add_argument("--fraction", type=float, default=None, help="clip_score baselines: top fraction kept")
     pipeline.add_argument("--arch", default=None, help="clip_score baselines: which model key's score (b32, l14)")
     pipeline.add_argument("--shard_size", type=int, default=10_000, help="samples per resharded shard")
+    faces = pipeline.add_mutually_exclusive_group()
+    faces.add_argument("--blur_at_rest", action="store_true",
+                       help="the blur stage keeps blurred images (a tar per shard) and removes the job's unblurred "
+                            "downloader tars; by default it records face_bboxes and the resharder blurs them")
+    faces.add_argument("--no_blur_faces", action="store_true",
+                       help="the resharded subset keeps faces unblurred (face_bboxes are still recorded)")
     loop = parser.add_argument_group("training and evaluation (the full DataComp loop)")
     loop.add_argument("--train_scale", default="", help="train a CLIP on the subset at this scale (e.g. tiny)")
     loop.add_argument("--eval_data", default="", help="evaluate the trained model on these sets "
@@ -115,7 +121,8 @@ def run_command(args: argparse.Namespace) -> int:
     if args.filter != "none" and not result.dead_letters:
         config = FilterConfig(name=args.filter, metadata_dir="", threshold=args.threshold, fraction=args.fraction,
                               arch=args.arch)
-        resharded = filter_job(manifest, stages[-1].name, config, shard_size=args.shard_size)
+        resharded = filter_job(manifest, stages[-1].name, config, shard_size=args.shard_size,
+                               blur_faces=False if args.no_blur_faces else None)
         console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
                       f"-> {resharded.uri}")
         print_filter_criteria(console, manifest.job_root)
@@ -157,11 +164,13 @@ def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, cons
         console.print(table)
 
 
-def filter_job(manifest: JobManifest, last_stage: str, config: FilterConfig, *, shard_size: int):
-    """Apply the filter ``config`` names to the finished job and reshard the subset; the subset's reference."""
+def filter_job(manifest: JobManifest, last_stage: str, config: FilterConfig, *, shard_size: int,
+               blur_faces: bool | None = None):
+    """Apply the filter ``config`` names to the finished job and reshard the subset (``blur_faces``: as
+    :class:`ReshardConfig`'s); the subset's reference."""
     from services.filter.stage import FilterOptions, FilterStage
 
-    stage = FilterStage(FilterOptions(config, shard_size=shard_size))
+    stage = FilterStage(FilterOptions(config, shard_size=shard_size, blur_faces=blur_faces))
     summary = stage.finish_job(manifest.job_root, last_stage, manifest.shard_count)
     if summary is None:
         raise RuntimeError(f"the job's {last_stage} stage has not finished every shard")

@@ -23,7 +23,7 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     winnow's own stages keep their pipeline order; a stage plugin (entry-point group
     ``winnow.stages``) runs where it is named, e.g. ``--stages download safety sharpness dedup``.
     """
-    from services.blur.stage import BlurStage
+    from services.blur.stage import BlurOptions, BlurStage
     from services.dedup.stage import DedupOptions, DedupStage
     from services.downloader.cli import download_options
     from services.downloader.stage import DownloadStage
@@ -53,7 +53,8 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         elif name == "dedup":
             stages.append(DedupStage(model("near_duplicate"), DedupOptions(eval_index_dir=args.eval_index)))
         elif name == "blur":
-            stages.append(BlurStage(model("face_detector")))
+            stages.append(BlurStage(model("face_detector"), BlurOptions(
+                write_blurred_images=getattr(args, "blur_at_rest", False))))
         elif name == "embed":
             if not args.clip_model:
                 if args.stages != list(STAGE_NAMES):

@@ -15,11 +15,14 @@ class BlurSettings(CurationSettings):
     input_topic: str = shards_topic("dedup")
     output_topic: str = shards_topic("blur")
     batch_size: int = 32
+    # WINNOW_WRITE_BLURRED_IMAGES=true: keep blurred images at rest (a tar per shard; the job's
+    # unblurred downloader tar is then removed), for policies that forbid unblurred faces at rest.
+    write_blurred_images: bool = False
 
 
 def build_stage(settings: BlurSettings) -> BlurStage:
     return BlurStage(model_factory("face_detector", settings.model_preset, settings.triton_url),
-                     BlurOptions(batch_size=settings.batch_size))
+                     BlurOptions(batch_size=settings.batch_size, write_blurred_images=settings.write_blurred_images))
 
 
 def main() -> None:

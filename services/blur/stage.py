@@ -1,13 +1,17 @@
-"""The blur stage: find faces, record them as ``face_bboxes`` and blur them in the stored image.
+"""The blur stage: find faces and record them as ``face_bboxes``; blur them where told to.
 
-Boxes are ``[x0, y0, x1, y1]`` in [0, 1] of the image (DataComp's convention), blurred with
-DataComp's blur (:mod:`shared.face_blur`, the resharder's and the downloader's too). Blurring
-drops nothing.
+Boxes are ``[x0, y0, x1, y1]`` in [0, 1] of the image (DataComp's convention). By default the
+stage only annotates: the images are blurred when they are materialised, by the resharder, from
+``face_bboxes``. With ``write_blurred_images`` (for deployments whose policy forbids unblurred
+faces at rest) it writes a tar of its kept samples with the faces blurred, which later stages and
+the resharder read instead, and then removes the job's unblurred downloader tar of that shard.
+Either way the blur is DataComp's (:mod:`shared.face_blur`). Blurring drops nothing.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +19,19 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from shared import storage
 from shared.curation import Sample, SampleStage, Verdict
 from shared.face_blur import blur_boxes
+from shared.messages import ShardRef
 from shared.models.base import FaceDetector
-from shared.shards import IMAGE_FORMATS
+from shared.shards import IMAGE_FORMATS, image_source
+
 
 @dataclass(frozen=True)
 class BlurOptions:
     jpeg_quality: int = 95
     batch_size: int = 32
+    write_blurred_images: bool = False  # keep blurred images at rest (a tar), not only face_bboxes
 
 
 class BlurStage(SampleStage):
@@ -36,6 +44,7 @@ class BlurStage(SampleStage):
         self.batch_size = self.options.batch_size
         self._make_detector = detector
         self.detector: FaceDetector | None = None
+        self.writes_images = self.options.write_blurred_images
 
     def setup(self) -> None:
         if self.detector is None:
@@ -48,7 +57,7 @@ class BlurStage(SampleStage):
         for sample, found in zip(samples, detections):
             boxes = [[float(v) for v in box[:4]] for box in np.asarray(found).reshape(-1, 5)]
             columns = {"face_bboxes": boxes}
-            if not boxes:
+            if not boxes or not self.writes_images:
                 verdicts.append(Verdict(True, columns=columns))
                 continue
             extension = sample.image_extension
@@ -58,3 +67,25 @@ class BlurStage(SampleStage):
             blurred.save(buffer, save_format, **({"quality": self.options.jpeg_quality} if save_format != "PNG" else {}))
             verdicts.append(Verdict(True, columns=columns, image=buffer.getvalue()))
         return verdicts
+
+    def process(self, ref: ShardRef) -> ShardRef:
+        done = super().process(ref)
+        if self.writes_images:
+            self._remove_unblurred_source(ref)
+        return done
+
+    def _remove_unblurred_source(self, ref: ShardRef) -> None:
+        """Once the blurred shard is complete, the job's own unblurred tar of it goes (a user's
+        shards, outside the job, are never touched). Idempotent: a redelivered shard removes
+        nothing twice."""
+        source = image_source(ref.uri)
+        if source.blurred or not _inside(source.prefix, ref.job_root):
+            return
+        if storage.exists(f"{source.prefix}.tar"):
+            storage.remove(f"{source.prefix}.tar")
+
+
+def _inside(uri: str, root: str) -> bool:
+    if "://" in uri or "://" in root:
+        return uri.startswith(root.rstrip("/") + "/")
+    return os.path.abspath(uri).startswith(os.path.abspath(root) + os.sep)

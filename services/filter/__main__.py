@@ -26,7 +26,7 @@ class FilterSettings(ServiceSettings):
     num_clusters: int = 100_000
     shard_size: int = 10_000
     shuffle_buffer: int = 0
-    blur_faces: bool = False
+    blur_faces: bool | None = None  # None: blur the face_bboxes a winnow ledger says are not yet blurred
     language_model: str = "offline"  # fastText lid.176: offline (.ftz) or production (DataComp's .bin)
 
 

@@ -32,7 +32,7 @@ class FilterOptions:
     filter: FilterConfig  # metadata_dir and save_path are filled in per job
     shard_size: int = 10_000
     shuffle_buffer: int = 0
-    blur_faces: bool = False  # blur again at reshard time from face_bboxes (when no blur stage ran)
+    blur_faces: bool | None = None  # at reshard: None = the face_bboxes not yet blurred (ReshardConfig)
 
 
 class FilterStage(Stage):

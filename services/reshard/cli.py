@@ -33,8 +33,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--shuffle_buffer", "--shuffle-bufsize", dest="shuffle_buffer", type=int, default=0,
                         help="samples held to shuffle the output; 0: no shuffle")
     parser.add_argument("--seed", type=int, default=0, help="shuffle seed")
-    parser.add_argument("--blur_faces", "--apply-blur", dest="blur_faces", action="store_true",
-                        help="blur the face_bboxes regions (re-encodes those images)")
+    parser.add_argument("--blur_faces", "--apply-blur", dest="blur_faces", action="store_true", default=None,
+                        help="blur the face_bboxes regions of any input (re-encodes those images); by default "
+                             "only a winnow ledger's images not yet blurred are")
+    parser.add_argument("--no_blur_faces", dest="blur_faces", action="store_false",
+                        help="never blur, even where a winnow ledger's face_bboxes are not yet blurred")
     parser.add_argument("--blur_quality", type=int, default=95, help="JPEG/WebP quality of re-encoded images")
     parser.add_argument("--num_workers", "-j", "--num-workers", dest="num_workers", type=int, default=1,
                         help="processes, each writing its own run of shards")

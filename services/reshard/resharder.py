@@ -4,10 +4,15 @@ As DataComp's ``resharder.py``: a sample whose uid occurs k times in the subset 
 times (the subset is how a filter upsamples); an optional shuffle buffer mixes the stream;
 faces can be blurred on the way, from the ``face_bboxes`` column. Here:
 
-- Input shards are ``{name}.tar`` beside ``{name}.parquet`` and ``{name}_stats.json`` (winnow's
-  or img2dataset's layout). A shard without its completion marker is skipped. The parquet says
-  which tar samples exist (rows with status ``success``, or every row when there is no status),
-  their uids and their metadata; a tar sample not in it is skipped and counted.
+- Input shards are ``{name}.parquet`` ledgers with ``{name}_stats.json``: a winnow stage's (its
+  ledger names the tar that holds its images, usually the downloader's) or img2dataset's (the tar
+  beside it). A shard without its completion marker is skipped. The parquet says which samples
+  are kept (rows with status ``success``, or every row when there is no status), their uids and
+  their metadata; a tar sample the parquet does not list is skipped and counted.
+- Faces: a winnow ledger says whether its images are blurred; when they are not, the faces in
+  ``face_bboxes`` are blurred as the samples are written (``blur_faces=None``, the default).
+  ``blur_faces=True`` blurs any input's ``face_bboxes`` not known to be blurred (DataComp's
+  ``--apply-blur``, for img2dataset shards), ``False`` never blurs.
 - Output shards are winnow shards (``shared.shards.ShardWriter``): ``{shard:08d}.tar`` with new
   img2dataset keys (so repeats get distinct keys), a parquet row per written sample carrying
   the input row's columns plus ``source_key``, and ``_stats.json`` last. Every shard holds
@@ -40,9 +45,11 @@ from shared import storage
 from shared.shards import (
     CORE_SCHEMA,
     IMAGE_EXTENSIONS,
+    IMAGES_METADATA,
     SUCCESS,
     ShardFormatError,
     ShardWriter,
+    image_source,
     is_complete,
     iter_tar_samples,
     read_table,
@@ -65,7 +72,7 @@ class ReshardConfig:
     shard_size: int = 10_000  # samples per output shard (DataComp's default)
     shuffle_buffer: int = 0  # samples held to shuffle the output order; 0 keeps input order
     seed: int = 0  # shuffle seed
-    blur_faces: bool = False  # blur the regions in face_bboxes, re-encoding those images
+    blur_faces: bool | None = None  # blur face_bboxes: None = where a winnow ledger says not yet blurred
     blur_quality: int = 95  # JPEG/WebP quality of re-encoded images
     num_workers: int = 1  # processes, each writing its own run of output shards
     overwrite: bool = False  # replace shards already in output_dir
@@ -121,10 +128,10 @@ class ReshardResult:
 
 def input_shards(input_dir: str) -> tuple[list[str], list[str]]:
     """Prefixes of the finished input shards, sorted, and of the unfinished ones skipped."""
-    tars = storage.glob(storage.join(input_dir, "*.tar"))
+    found = {uri.rsplit(".", 1)[0] for pattern in ("*.tar", "*.parquet")
+             for uri in storage.glob(storage.join(input_dir, pattern))}
     done, skipped = [], []
-    for tar in tars:
-        prefix = tar[: -len(".tar")]
+    for prefix in sorted(found):
         if is_complete(prefix) and storage.exists(f"{prefix}.parquet"):
             done.append(prefix)
         else:
@@ -216,29 +223,39 @@ class _Worker:
     def samples(self) -> Iterator[tuple[dict, dict[str, bytes]]]:
         """(parquet row, files) once per occurrence of the sample's uid in the subset."""
         for shard in self.task.shards:
-            table = _candidates(read_table(shard.prefix))
+            ledger = read_table(shard.prefix)
+            images = image_source(shard.prefix, ledger)
+            blur = self._blurs(images.blurred, IMAGES_METADATA in (ledger.schema.metadata or {}))
+            table = _candidates(ledger)
             counts = self.index.counts(uids_from_hex(table["uid"])) if table.num_rows else np.zeros(0, np.int64)
             wanted = np.nonzero(counts)[0]
             rows = dict(zip(wanted.tolist(), table.take(wanted).to_pylist(), strict=True))
             by_key = {key: i for i, key in enumerate(table["key"].to_pylist())}
+            listed = set(ledger["key"].to_pylist())  # the tar may hold samples a later stage dropped
             source = shard.prefix.rstrip("/").rsplit("/", 1)[-1]
-            for key, files in iter_tar_samples(shard.prefix):
-                self.report.samples_read += 1
+            for key, files in iter_tar_samples(images.prefix):
                 row_index = by_key.get(key)
                 if row_index is None:
-                    self.report.not_in_parquet += 1
+                    self.report.not_in_parquet += key not in listed
                     continue
+                self.report.samples_read += 1
                 row = rows.get(row_index)
                 if row is None:
                     continue
-                files = self._blur(row, files)
+                files = self._blur(row, files) if blur else files
                 for repeat in range(int(counts[row_index])):
                     yield {**row, "repeat": repeat, "__source__": source}, files
+
+    def _blurs(self, already_blurred: bool, winnow_ledger: bool) -> bool:
+        """Whether this input shard's faces are blurred on the way out."""
+        if already_blurred or self.config.blur_faces is False:
+            return False
+        return self.config.blur_faces or winnow_ledger
 
     def _blur(self, row: dict, files: dict[str, bytes]) -> dict[str, bytes]:
         boxes = row.get(FACE_BOXES)
         ext = _image_extension(files)
-        if not self.config.blur_faces or not boxes or ext is None:
+        if not boxes or ext is None:
             return files
         blurred = blur_encoded(files[ext], ext, boxes, quality=self.config.blur_quality)
         if blurred is not files[ext]:
@@ -260,8 +277,8 @@ class _Worker:
                         "while resharding?")
                 writer = self._open(shard_id)
                 index_in_shard, sources = 0, set()
-            key = sample_key(shard_id, index_in_shard, config.shard_size)
-            writer.add(self._output_row(row, key), self._output_files(files, key))
+            out = self._output_row(row, sample_key(shard_id, index_in_shard, config.shard_size))
+            writer.add(out, self._output_files(files, out))
             sources.add(row["__source__"])
             index_in_shard += 1
             self.report.samples_written += 1
@@ -293,7 +310,9 @@ class _Worker:
         return out
 
     @staticmethod
-    def _output_files(files: dict[str, bytes], key: str) -> dict[str, bytes]:
+    def _output_files(files: dict[str, bytes], row: dict) -> dict[str, bytes]:
+        """The sample's members, its ``.json`` updated with the final ledger row (the scores and
+        columns the stages added after the image was stored)."""
         out = dict(files)
         if "json" in out:
             try:
@@ -301,8 +320,8 @@ class _Worker:
             except (json.JSONDecodeError, UnicodeDecodeError):
                 meta = None
             if isinstance(meta, dict):
-                meta["key"] = key
-                out["json"] = json.dumps(meta).encode("utf-8")
+                meta.update(row)
+                out["json"] = json.dumps(meta, default=str, ensure_ascii=False, sort_keys=True).encode("utf-8")
         return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import argparse
 
 import pyarrow as pa
@@ -56,7 +58,8 @@ def test_reprocessing_gives_the_same_answers(downloaded, eval_index, tmp_path):
     before = [read_table(r.uri).to_pylist() for r in first]
     # Remove the outputs (not the registry) and run again: the registry's claims are per uid.
     for ref in first:
-        for suffix in (".tar", ".parquet", "_stats.json"):
+        assert not Path(ref.uri + ".tar").exists(), "dedup annotates: it writes no tar"
+        for suffix in (".parquet", "_stats.json"):
             (tmp_path / "x").mkdir(exist_ok=True)
             shutil.move(ref.uri + suffix, tmp_path / "x" / (ref.uri.rsplit("/", 1)[-1] + suffix))
     again = _run(refs, eval_index)

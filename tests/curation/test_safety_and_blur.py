@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from PIL import Image
 
-from services.blur.stage import BlurStage
+from services.blur.stage import BlurOptions, BlurStage
 from services.safety.stage import SafetyOptions, SafetyStage
 from shared.models.provider import model_factory
-from shared.shards import iter_tar_samples, read_stats, read_table
+from shared.shards import ImageSource, image_source, iter_tar_samples, read_stats, read_table
 from tests.infra.images import skimage_photos
 
 
@@ -43,14 +44,38 @@ def test_a_toxic_caption_is_dropped_and_the_plain_ones_kept(safety_stage, downlo
     stats = [read_stats(ref.uri) for ref in out]
     assert sum(s.count for s in stats) == len(rows) - 1, "stats count what entered this stage"
     assert sum(s.reasons["toxic_caption"] for s in stats) == 1
-    kept_keys = {k for ref in out for k, _ in iter_tar_samples(ref.uri)}
-    assert kept_keys == {r["key"] for r in kept}
+    # Safety annotates: no tar of its own; its ledger names the downloader's tar, which holds every kept image.
+    for before, after in zip(refs, out):
+        assert not Path(after.uri + ".tar").exists()
+        assert image_source(after.uri) == ImageSource(before.uri, blurred=False)
+    downloaded_keys = {k for ref in refs for k, _ in iter_tar_samples(ref.uri)}
+    assert {r["key"] for r in kept} <= downloaded_keys
+    assert rows[curation_pool["uid"]["toxic"]]["key"] in downloaded_keys
 
 
-def test_a_face_gets_a_box_and_is_blurred_there_only(downloaded, curation_pool):
+def test_a_face_gets_a_box_and_the_images_stay_where_they_are(downloaded, curation_pool):
+    """By default blur only annotates: face_bboxes, no tar; the resharder blurs from the boxes."""
     _, refs = downloaded
     stage = BlurStage(model_factory("face_detector", "offline"))
     out = [stage.process(ref) for ref in refs]
+    rows = {r["uid"]: r for r in _ledger(out).to_pylist()}
+    (box,) = rows[curation_pool["uid"]["face"]]["face_bboxes"]
+    assert 0.25 < box[0] < box[2] < 0.65 and 0.0 < box[1] < box[3] < 0.5, box
+    for before, after in zip(refs, out):
+        assert not Path(after.uri + ".tar").exists()
+        assert image_source(after.uri) == ImageSource(before.uri, blurred=False)
+        assert Path(before.uri + ".tar").exists()
+    assert set(read_stats(out[0].uri).extra["timings"]) == {"read_s", "decode_s", "model_s", "write_s"}
+
+
+def test_blurred_at_rest_a_face_gets_a_box_and_is_blurred_there_only(downloaded, curation_pool):
+    _, refs = downloaded
+    stage = BlurStage(model_factory("face_detector", "offline"), BlurOptions(write_blurred_images=True))
+    out = [stage.process(ref) for ref in refs]
+    for before, after in zip(refs, out):
+        assert image_source(after.uri) == ImageSource(after.uri, blurred=True)
+        assert not Path(before.uri + ".tar").exists(), "the job's unblurred tar is removed once blurred"
+    assert [stage.process(ref).uri for ref in refs] == [r.uri for r in out], "a redelivered shard is skipped"
     rows = {r["uid"]: r for r in _ledger(out).to_pylist()}
     face = rows[curation_pool["uid"]["face"]]
     assert face["status"] == "success"

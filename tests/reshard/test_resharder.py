@@ -188,11 +188,37 @@ def test_blur_changes_only_the_face_region(pool, tmp_path, images):
     assert not changed[outside].any()  # PNG is lossless: untouched pixels are bit-identical
     core = changed[y0 + reach:y1 - reach, x0 + reach:x1 - reach]
     assert core.mean() > 0.9  # the face itself is blurred
-    # Other samples are not re-encoded, and without --blur_faces nothing is.
+    # By default a winnow ledger's faces are blurred too (its images are not marked blurred)...
+    default = tmp_path / "default"
+    assert reshard(ReshardConfig(str(root), str(default), subset, shard_size=100)).blurred == 1
+    row = next(r for r in all_rows(default) if r["uid"] == uid(2))
+    assert dict(_tar_samples(str(default / "00000000")))[row["key"]]["png"] == files["png"]
+    # ... other samples are not re-encoded, and with --no_blur_faces nothing is.
     plain = tmp_path / "plain"
-    reshard(ReshardConfig(str(root), str(plain), subset, shard_size=100))
+    assert reshard(ReshardConfig(str(root), str(plain), subset, shard_size=100, blur_faces=False)).blurred == 0
     row = next(r for r in all_rows(plain) if r["uid"] == uid(2))
     assert dict(_tar_samples(str(plain / "00000000")))[row["key"]]["png"] == images["png"]
+
+
+def test_images_already_blurred_or_without_a_winnow_ledger_are_not_blurred_by_default(tmp_path, images):
+    """A source marked blurred (the blur stage's tar at rest, a DataComp download) is never blurred
+    twice; an img2dataset shard (no image source in its ledger) is blurred only when asked."""
+    subset = str(tmp_path / "subset.npy")
+    save_subset(uids_from_hex([uid(2)]), subset)
+    marked = tmp_path / "marked"
+    writer = ShardWriter(shard_prefix(str(marked), 0), stage="blur", job_id="job", shard_id=0, images_blurred=True)
+    writer.add({"key": "0", "uid": uid(2), "text": "x", "status": SUCCESS, "face_bboxes": [FACE]},
+               {"png": images["png"]})
+    writer.close()
+    assert reshard(ReshardConfig(str(marked), str(tmp_path / "a"), subset, blur_faces=True)).blurred == 0
+    plain = tmp_path / "img2dataset"
+    plain.mkdir()
+    for suffix in (".tar", "_stats.json"):
+        (plain / f"00000000{suffix}").write_bytes((marked / f"00000000{suffix}").read_bytes())
+    table = pq.read_table(marked / "00000000.parquet")
+    pq.write_table(table.replace_schema_metadata({}), plain / "00000000.parquet")
+    assert reshard(ReshardConfig(str(plain), str(tmp_path / "b"), subset)).blurred == 0
+    assert reshard(ReshardConfig(str(plain), str(tmp_path / "c"), subset, blur_faces=True)).blurred == 1
 
 
 def test_jpeg_blur_keeps_far_pixels_close(images):

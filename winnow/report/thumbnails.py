@@ -1,9 +1,11 @@
 """Small JPEG thumbnails of sampled shard images, for the report's grids; cached on local disk.
 
-A sample's image is in the tar of the last stage that kept it: for a sample dropped by stage S,
-the stage before S (the downloader's tar for the first curation stage); for a sample kept to the
-end or dropped by the filter, the last stage's (faces already blurred when the blur stage ran).
-Only the members asked for are read (``tarfile`` seeks over the rest).
+A sample's image is in the image source named by the ledger of the last stage that kept it: for
+a sample dropped by stage S, the stage before S's; for a sample kept to the end or dropped by the
+filter, the last stage's. That is the downloader's tar (or the shards a job curated in place),
+unless the blur stage kept blurred images. Faces the row's ``face_bboxes`` name are blurred in the
+thumbnail when its source is not blurred already. Only the members asked for are read
+(``tarfile`` seeks over the rest).
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from shared import storage
-from shared.shards import IMAGE_EXTENSIONS, shard_prefix
+from shared.face_blur import blur_boxes
+from shared.shards import IMAGE_EXTENSIONS, ImageSource, ShardFormatError, image_source, shard_prefix
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,11 @@ def image_stage(outcome_stage: str, stages: list[str]) -> str | None:
     return stages[index - 1] if index > 0 else None
 
 
-def make_thumbnail(data: bytes, size: int = DEFAULT_SIZE) -> bytes:
+def make_thumbnail(data: bytes, size: int = DEFAULT_SIZE, face_boxes: list | None = None) -> bytes:
     with Image.open(io.BytesIO(data)) as image:
         image = image.convert("RGB")
+        if face_boxes:
+            image = blur_boxes(image, face_boxes)
         image.thumbnail((size, size), Image.Resampling.BICUBIC)
         out = io.BytesIO()
         image.save(out, format="JPEG", quality=82, optimize=True)
@@ -72,7 +77,9 @@ def thumbnails(job_root: str, rows: list[tuple[str, dict]], stages: list[str], c
     ``data:image/jpeg;base64,...`` for every row whose image could be read."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, str] = {}
-    wanted: dict[str, dict[str, str]] = defaultdict(dict)  # tar uri -> key -> uid
+    wanted: dict[str, dict[str, dict]] = defaultdict(dict)  # tar uri -> key -> row
+    sources: dict[str, ImageSource | None] = {}
+    blurred: dict[str, bool] = {}
     for outcome_stage, row in rows:
         cached = cache_dir / f"{row['uid']}-{size}.jpg"
         if cached.exists():
@@ -81,15 +88,31 @@ def thumbnails(job_root: str, rows: list[tuple[str, dict]], stages: list[str], c
         stage = image_stage(outcome_stage, stages)
         if stage is None or not row.get("key"):
             continue
-        tar_uri = shard_prefix(storage.join(job_root, stage), int(row["shard"])) + ".tar"
-        wanted[tar_uri][row["key"]] = row["uid"]
+        ledger = shard_prefix(storage.join(job_root, stage), int(row["shard"]))
+        if ledger not in sources:
+            sources[ledger] = _source(ledger)
+        source = sources[ledger]
+        if source is None:
+            continue
+        tar_uri = source.prefix + ".tar"
+        blurred[tar_uri] = source.blurred
+        wanted[tar_uri][row["key"]] = row
     for tar_uri, by_key in sorted(wanted.items()):
         for key, data in _read_members(tar_uri, by_key).items():
+            row = by_key[key]
             try:
-                thumbnail = make_thumbnail(data, size)
+                thumbnail = make_thumbnail(data, size, None if blurred[tar_uri] else row.get("face_bboxes"))
             except (UnidentifiedImageError, OSError, ValueError) as exc:
                 log.warning("report: no thumbnail for %s in %s: %s", key, tar_uri, exc)
                 continue
-            (cache_dir / f"{by_key[key]}-{size}.jpg").write_bytes(thumbnail)
-            result[by_key[key]] = thumbnail
+            (cache_dir / f"{row['uid']}-{size}.jpg").write_bytes(thumbnail)
+            result[row["uid"]] = thumbnail
     return {uid: "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii") for uid, data in result.items()}
+
+
+def _source(ledger: str) -> ImageSource | None:
+    try:
+        return image_source(ledger)
+    except (ShardFormatError, OSError) as exc:
+        log.warning("report: cannot read %s.parquet: %s", ledger, exc)
+        return None
