@@ -16,7 +16,6 @@ ledger and tar, decoding images, in ``judge`` outside decoding â€” the models â€
 
 from __future__ import annotations
 
-import io
 import json
 import time
 from abc import abstractmethod
@@ -27,9 +26,10 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from PIL import Image
 
+from shared.image_decode import decode_rgb
 from shared.messages import ShardRef
+from shared.models.base import ImageNeed
 from shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError, ShardStats,
                            ShardWriter, image_source, iter_tar_samples, read_table)
 from shared.stage import Stage
@@ -58,6 +58,7 @@ class Sample:
     row: dict[str, Any]
     files: dict[str, bytes]
     timings: Timings | None = None
+    need: ImageNeed | None = None  # what the stage's models need of the image (None: all of it)
 
     @property
     def image_extension(self) -> str:
@@ -68,10 +69,10 @@ class Sample:
 
     @cached_property
     def image(self) -> np.ndarray:
-        """The image as uint8 RGB (H, W, 3)."""
+        """The image as uint8 RGB (H, W, 3): decoded once, at a reduced JPEG scale where the stage's
+        models need less than the stored size."""
         started = time.perf_counter()
-        with Image.open(io.BytesIO(self.files[self.image_extension])) as image:
-            decoded = np.asarray(image.convert("RGB"))
+        decoded = decode_rgb(self.files[self.image_extension], self.need)
         if self.timings is not None:
             self.timings.add("decode_s", started)
         return decoded
@@ -148,6 +149,11 @@ class SampleStage(Stage):
         """Extra files for the finished shard (extension -> bytes); rows are the whole ledger."""
         return {}
 
+    def image_need(self) -> ImageNeed | None:
+        """What this stage's models need of each image (``ImageNeed.of_all`` of their ``image_need``),
+        after ``setup``; None decodes every image at its stored size."""
+        return None
+
     def output_image_source(self, source: ImageSource) -> ImageSource | None:
         """The image source this stage's ledger names: the one it read, unless it writes its own tar."""
         return None if self.writes_images else source
@@ -208,7 +214,9 @@ class SampleStage(Stage):
     def _flush(self, pending: list[tuple[dict[str, Any], dict[str, bytes] | None]], writer: ShardWriter,
                shard: dict[str, Any]) -> None:
         timings: Timings = shard["timings"]
-        samples = [Sample(row, files, timings) for row, files in pending if files is not None]
+        # A stage that writes images keeps them at their stored size.
+        need = None if self.writes_images else self.image_need()
+        samples = [Sample(row, files, timings, need) for row, files in pending if files is not None]
         started = time.perf_counter()
         decoding_before = timings.seconds["decode_s"]
         verdicts = iter(self.judge(samples, shard) if samples else [])

@@ -23,7 +23,7 @@ from shared import storage
 from shared.curation import Sample, SampleStage, Verdict
 from shared.face_blur import blur_boxes
 from shared.messages import ShardRef
-from shared.models.base import FaceDetector
+from shared.models.base import FaceDetector, ImageNeed, image_need
 from shared.shards import IMAGE_FORMATS, image_source
 
 
@@ -49,6 +49,10 @@ class BlurStage(SampleStage):
     def setup(self) -> None:
         if self.detector is None:
             self.detector = self._make_detector()
+
+    def image_need(self) -> ImageNeed | None:
+        self.setup()
+        return ImageNeed.of_all([image_need(self.detector)])
 
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()

@@ -28,7 +28,7 @@ from services.dedup.index import EvalIndex, PoolRegistry
 from services.dedup.pool_index import PoolIndexConfig, sign_bits
 from shared import storage
 from shared.curation import Sample, SampleStage, Verdict
-from shared.models.base import NearDuplicateDescriptor
+from shared.models.base import ImageNeed, NearDuplicateDescriptor, image_need
 
 
 UID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")
@@ -72,6 +72,10 @@ class DedupStage(SampleStage):
                 if not self.eval_index.made_by(self.descriptor):
                     raise ValueError(f"the evaluation index was built with {self.eval_index.descriptor}, "
                                      f"not {self.descriptor.name}; rebuild it")
+
+    def image_need(self) -> ImageNeed | None:
+        self.setup()
+        return ImageNeed.of_all([image_need(self.descriptor)])
 
     def teardown(self) -> None:
         for registry in self._registries.values():

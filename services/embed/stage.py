@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from shared.curation import Sample, SampleStage, Verdict
-from shared.models.base import ClipEncoder
+from shared.models.base import ClipEncoder, ImageNeed, image_need
 
 
 class EmbedStage(SampleStage):
@@ -32,6 +32,10 @@ class EmbedStage(SampleStage):
     def setup(self) -> None:
         if not self.encoders:
             self.encoders = {key: make() for key, make in self._factories.items()}
+
+    def image_need(self) -> ImageNeed | None:
+        self.setup()
+        return ImageNeed.of_all([image_need(encoder) for encoder in self.encoders.values()])
 
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()

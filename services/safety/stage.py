@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from shared.curation import Sample, SampleStage, Verdict
-from shared.models.base import ImageNSFW, TextToxicity
+from shared.models.base import ImageNeed, ImageNSFW, TextToxicity, image_need
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,10 @@ class SafetyStage(SampleStage):
         if self.toxicity is None:
             self.toxicity = self._make_toxicity()
             self.nsfw = self._make_nsfw()
+
+    def image_need(self) -> ImageNeed | None:
+        self.setup()
+        return ImageNeed.of_all([image_need(self.nsfw)])
 
     def thresholds(self) -> dict[str, float]:
         return {"toxicity_score": self.options.toxicity_threshold, "nsfw_score": self.options.nsfw_threshold}

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.models.base import ImageNeed
+
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 _registered = threading.Lock()
 _done = False
@@ -62,6 +64,7 @@ class OpenClipEncoder:
         self.dim = int(self.model.text_projection.shape[1] if hasattr(self.model, "text_projection")
                        and self.model.text_projection is not None else self.model.visual.output_dim)
         self.image_fit = leading_fit(self.preprocess)
+        self.image_need = ImageNeed(shorter=self.image_fit) if self.image_fit else None
         self._torch = torch
 
     def _normalised(self, features) -> np.ndarray:

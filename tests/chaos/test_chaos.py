@@ -37,7 +37,7 @@ from winnow.ops.devstack.status import collect
 from shared.messages import decode_ref
 from shared.outages import is_outage
 from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import iter_tar_samples, read_table
+from shared.shards import image_source, iter_tar_samples, read_table
 from winnow.ops.topology import service
 from tests.infra.images import openclipart_images
 
@@ -196,6 +196,10 @@ def _check_job(job: Path, uids: list[str], shard_count: int) -> dict:
             assert shard_stats["successes"] == sum(r["status"] == "success" for r in ledger), f"{stage} {shard}"
             assert shard_stats["reasons"] == dict(Counter(r["reason"] for r in entered if r["status"] != "success")), \
                 f"{stage} {shard}: reasons against the ledger"
+            if stage != "downloader":  # curation stages annotate: their ledger names the downloader's tar
+                assert not Path(prefix + ".tar").exists(), f"{stage} {shard}: a curation stage wrote a tar"
+                assert image_source(prefix).prefix == str(job / "downloader" / f"{shard:08d}"), f"{stage} {shard}"
+                continue
             keys = [key for key, _files in iter_tar_samples(prefix)]
             assert len(keys) == len(set(keys)), f"{stage} {shard}: a key twice in the tar"
             tar_uids.update(json.loads(files["json"])["uid"] for _key, files in iter_tar_samples(prefix))

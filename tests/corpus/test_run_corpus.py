@@ -282,7 +282,7 @@ def test_peak_memory_stays_bounded_with_bombs_in_the_pool(corpus_run):
 
 
 def test_kept_samples_have_a_caption_file_even_without_a_caption(corpus_run):
-    members = _members(corpus_run.job, "blur")
+    members = _members(corpus_run.job, "downloader")  # the image source the last ledger names
     kept = {case: row for case, row in corpus_run.last.items() if row["status"] == "success"}
     assert all("txt" in members[row["key"]] for row in kept.values())
     assert members[kept["caption_null"]["key"]]["txt"] == b""
@@ -292,7 +292,7 @@ def test_kept_samples_have_a_caption_file_even_without_a_caption(corpus_run):
 
 def test_odd_images_are_decoded_to_what_they_show(corpus_run):
     """A 16-bit PNG is not clipped to white, a CMYK JPEG not inverted, alpha matted on white."""
-    members = _members(corpus_run.job, "blur")
+    members = _members(corpus_run.job, "downloader")  # the image source the last ledger names
 
     def pixels(case: str) -> np.ndarray:
         files = members[corpus_run.last[case]["key"]]
