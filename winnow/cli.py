@@ -19,7 +19,6 @@ Operations:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 from rich.console import Console
@@ -29,16 +28,14 @@ from services.downloader import cli as downloader_cli
 from services.evaluator import cli as evaluator_cli
 from services.extractor import cli as extractor_cli
 from services.filter import cli as filter_cli
-from services.filter.apply import BASELINES, FilterConfig
+from services.filter.apply import BASELINES
 from winnow.report import cli as report_cli
 from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
-from services.downloader.options import recorded_options
-from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
+from services.downloader.pool import FORMATS, PoolFormatError
 from winnow.pipeline import STAGE_NAMES
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
-from shared.jobs import JobManifest
 from shared.logs import configure_logging
 from winnow.ops import models_cli
 from shared.shards import ShardFormatError
@@ -92,42 +89,30 @@ def _add_run_parser(subparsers) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from shared.service.embedded import run_pipeline
-    from winnow.pipeline import EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, example_pool
+    from services.downloader.job import DownloadSpec
+    from winnow import api
 
     if bool(args.pool) == bool(args.example):
         raise SystemExit("winnow run: give a POOL or --example (not both)")
-    if args.filter != "none" and args.filter not in BASELINES and ":" not in args.filter:
-        raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {args.filter!r}")
     console = Console()
-    if args.example:  # the example server is on loopback: allow exactly it, for this run only
-        args.allow_networks = [*args.allow_networks, EXAMPLE_NETWORK]
-        args.samples_per_shard = min(args.samples_per_shard, EXAMPLE_SAMPLES_PER_SHARD)
-    with example_pool() if args.example else contextlib.nullcontext(args.pool) as pool:
-        manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
-                               caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
-                               max_samples=args.max_samples,
-                               options=recorded_options(args, downloader_cli.DATACOMP_PROFILE))
-        console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
-                      f"-> {manifest.job_root}")
-        if manifest.sample_count == 0:
-            raise PoolFormatError(f"the pool {pool} has no rows: nothing to curate")
-        stages = build_stages(args)
-        if "embed" in args.stages and not args.clip_model:
-            console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
-        result = run_pipeline(manifest, stages, workers_per_stage=args.workers, show_progress=not args.no_progress,
-                              console=console)
+    # Training, when asked for, comes after the curation's summary is printed (train_and_evaluate).
+    result = api.run(args.pool or None, args.out, example=args.example, stages=args.stages,
+                     stage_options=args.stage_option, model_preset=args.model_preset, triton_url=args.triton_url,
+                     eval_index=args.eval_index, clip_models=args.clip_model, filter=args.filter,
+                     threshold=args.threshold, fraction=args.fraction, arch=args.arch, shard_size=args.shard_size,
+                     input_format=args.input_format, url_col=args.url_col, caption_col=args.caption_col,
+                     samples_per_shard=args.samples_per_shard, max_samples=args.max_samples, workers=args.workers,
+                     blur_at_rest=args.blur_at_rest, blur_faces=False if args.no_blur_faces else None,
+                     download=DownloadSpec.from_namespace(args), show_progress=not args.no_progress,
+                     say=console.print)
     print_stage_summary(console, result.totals)
-    if args.filter != "none" and not result.dead_letters:
-        config = FilterConfig(name=args.filter, metadata_dir="", threshold=args.threshold, fraction=args.fraction,
-                              arch=args.arch)
-        resharded = filter_job(manifest, stages[-1].name, config, shard_size=args.shard_size,
-                               blur_faces=False if args.no_blur_faces else None)
-        console.print(f"{args.filter}: kept {resharded.sample_count} samples in {resharded.shard_count} shards "
-                      f"-> {resharded.uri}")
-        print_filter_criteria(console, manifest.job_root)
+    if result.filtered is not None:
+        filtered = result.filtered
+        console.print(f"{filtered.name}: kept {filtered.samples_written} samples in {filtered.shard_count} shards "
+                      f"-> {filtered.shards}")
+        print_filter_criteria(console, result.job_root)
         if args.train_scale:
-            train_and_evaluate(args, manifest, resharded.uri, console)
+            train_and_evaluate(args, result.manifest, filtered.shards, console)
     for letter in result.dead_letters:
         console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
     return 1 if result.dead_letters else 0
@@ -146,35 +131,20 @@ def print_filter_criteria(console: Console, job_root: str) -> None:
 
 def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, console: Console) -> None:
     """Train the chosen scale on the subset, then evaluate it and print DataComp's table."""
-    from services.trainer.train import TrainConfig, train
+    from winnow import api
 
-    trained = train(TrainConfig(scale=args.train_scale, data=(subset_dir,),
-                                output_dir=f"{manifest.job_root}/training", exp_name=f"{args.train_scale}_scale",
-                                num_checkpoints=2, workers=1))
+    trained = api.train(args.train_scale, [subset_dir], f"{manifest.job_root}/training",
+                        exp_name=f"{args.train_scale}_scale", num_checkpoints=2, workers=1)
     console.print(f"trained {trained.scale.name} ({trained.scale.model}): {trained.samples_seen} samples seen, "
                   f"final loss {trained.final_loss} -> {trained.checkpoint}")
     if not args.eval_data:
         console.print("evaluation skipped: no --eval_data (winnow eval-data build --out DIR)")
         return
     from services.evaluator.evaluate import results_tables
-    from services.evaluator.run import evaluate_run
 
-    results, _ = evaluate_run(trained.run_dir, data_dir=args.eval_data, say=console.print)
-    for table in results_tables(results):
+    evaluation = api.evaluate(trained.run_dir, data_dir=args.eval_data, say=console.print)
+    for table in results_tables(evaluation.results):
         console.print(table)
-
-
-def filter_job(manifest: JobManifest, last_stage: str, config: FilterConfig, *, shard_size: int,
-               blur_faces: bool | None = None):
-    """Apply the filter ``config`` names to the finished job and reshard the subset (``blur_faces``: as
-    :class:`ReshardConfig`'s); the subset's reference."""
-    from services.filter.stage import FilterOptions, FilterStage
-
-    stage = FilterStage(FilterOptions(config, shard_size=shard_size, blur_faces=blur_faces))
-    summary = stage.finish_job(manifest.job_root, last_stage, manifest.shard_count)
-    if summary is None:
-        raise RuntimeError(f"the job's {last_stage} stage has not finished every shard")
-    return stage.result_ref(manifest.job_id, manifest.job_root, summary)
 
 
 def build_parser() -> argparse.ArgumentParser:

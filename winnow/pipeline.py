@@ -2,70 +2,77 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from shared.models.clip import parse_clip_model
-from shared.stage import Stage
 from shared.topics import CURATION_STAGES
+
+if TYPE_CHECKING:  # kept out of `import winnow`, which needs only STAGE_NAMES from here
+    from services.downloader.stage import DownloadOptions
+    from shared.stage import Stage
 
 
 #: ``--stages`` names: the pipeline order, with the downloader called "download" as on the command line.
 STAGE_NAMES = ("download", *CURATION_STAGES[1:])
 
 
-def build_stages(args: argparse.Namespace) -> list[Stage]:
-    """The stages ``winnow run`` was asked for, in the order given, from its command-line options.
+def build_stages(stages: Sequence[str], *, download: DownloadOptions | None = None, model_preset: str = "offline",
+                 triton_url: str = "", eval_index: str = "", clip_models: Sequence[str] = (),
+                 stage_options: Sequence[str] = (), blur_at_rest: bool = False) -> list[Stage]:
+    """The stages ``winnow run`` was asked for, in the order given (``--stages``, ``--stage_option``, ...).
 
     winnow's own stages keep their pipeline order; a stage plugin (entry-point group
     ``winnow.stages``) runs where it is named, e.g. ``--stages download safety sharpness dedup``.
+    ``download`` is the download stage's options (default: DataComp's); ``blur_at_rest`` makes the
+    blur stage keep blurred images (``BlurOptions.write_blurred_images``).
     """
     from services.blur.stage import BlurOptions, BlurStage
     from services.dedup.stage import DedupOptions, DedupStage
-    from services.downloader.cli import download_options
+    from services.downloader.job import DownloadSpec
     from services.downloader.stage import DownloadStage
     from services.embed.stage import EmbedStage
     from services.safety.stage import SafetyOptions, SafetyStage
+    from shared.models.clip import parse_clip_model
     from shared.models.provider import clip_factory, model_factory
     from shared.models.registry import preset
     from shared.stage_plugins import load_stage, parse_stage_options
 
-    builtin = [s for s in args.stages if s in STAGE_NAMES]
-    if builtin != [s for s in STAGE_NAMES if s in builtin] or len(set(args.stages)) != len(args.stages):
+    stages = list(stages)
+    builtin = [s for s in stages if s in STAGE_NAMES]
+    if builtin != [s for s in STAGE_NAMES if s in builtin] or len(set(stages)) != len(stages):
         raise ValueError(f"--stages: each stage once, winnow's own in pipeline order ({' '.join(STAGE_NAMES)}); "
-                         f"got {' '.join(args.stages)}")
-    plugin_options = parse_stage_options(getattr(args, "stage_option", None) or [])
-    strays = sorted(set(plugin_options) - set(args.stages))
+                         f"got {' '.join(stages)}")
+    plugin_options = parse_stage_options(list(stage_options))
+    strays = sorted(set(plugin_options) - set(stages))
     if strays:
         raise ValueError(f"--stage_option for stage(s) not in --stages: {', '.join(strays)}")
-    stages = []
-    model = lambda kind: model_factory(kind, args.model_preset, args.triton_url)  # noqa: E731
-    for name in args.stages:
+    built = []
+    model = lambda kind: model_factory(kind, model_preset, triton_url)  # noqa: E731
+    for name in stages:
         if name == "download":
-            stages.append(DownloadStage(download_options(args)))
+            built.append(DownloadStage(download or DownloadSpec().stage_options()))
         elif name == "safety":
-            stages.append(SafetyStage(model("text_toxicity"), model("image_nsfw"), SafetyOptions(
-                toxicity_threshold=preset("text_toxicity", args.model_preset).threshold,
-                nsfw_threshold=preset("image_nsfw", args.model_preset).threshold)))
+            built.append(SafetyStage(model("text_toxicity"), model("image_nsfw"), SafetyOptions(
+                toxicity_threshold=preset("text_toxicity", model_preset).threshold,
+                nsfw_threshold=preset("image_nsfw", model_preset).threshold)))
         elif name == "dedup":
-            stages.append(DedupStage(model("near_duplicate"), DedupOptions(eval_index_dir=args.eval_index)))
+            built.append(DedupStage(model("near_duplicate"), DedupOptions(eval_index_dir=eval_index)))
         elif name == "blur":
-            stages.append(BlurStage(model("face_detector"), BlurOptions(
-                write_blurred_images=getattr(args, "blur_at_rest", False))))
+            built.append(BlurStage(model("face_detector"), BlurOptions(write_blurred_images=blur_at_rest)))
         elif name == "embed":
-            if not args.clip_model:
-                if args.stages != list(STAGE_NAMES):
+            if not clip_models:
+                if stages != list(STAGE_NAMES):
                     raise ValueError("the embed stage needs at least one --clip_model KEY=ARCH[:CHECKPOINT]")
             else:
-                clips = [parse_clip_model(spec) for spec in args.clip_model]
-                stages.append(EmbedStage({key: clip_factory(arch, pretrained, args.triton_url, f"clip_{key}")
-                                          for key, arch, pretrained in clips}))
+                clips = [parse_clip_model(spec) for spec in clip_models]
+                built.append(EmbedStage({key: clip_factory(arch, pretrained, triton_url, f"clip_{key}")
+                                         for key, arch, pretrained in clips}))
         else:
-            stages.append(load_stage(name, plugin_options.get(name)))
-    return stages
+            built.append(load_stage(name, plugin_options.get(name)))
+    return built
 
 
 #: What the example pool needs of the download options: its server is on loopback, and it is small.

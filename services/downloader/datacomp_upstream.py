@@ -149,7 +149,7 @@ def download_upstream(config: UpstreamConfig, options: DownloadOptions, *, proce
 
     Returns the job manifest, or None when only the metadata was fetched.
     """
-    from services.downloader.cli import download_refs
+    from services.downloader.job import download_refs
     from services.downloader.pool import prepare_job
 
     metadata = fetch_metadata(config, show_progress=show_progress)
@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     """``winnow download --scale ...``."""
     from rich.console import Console
 
-    from services.downloader.cli import download_totals
+    from services.downloader.job import download_totals
     from shared.summary import print_stage_summary
 
     if not args.data_dir:
