@@ -163,6 +163,8 @@ class SampleStage(Stage):
         started = time.perf_counter()
         table = read_table(ref.uri)
         source = image_source(ref.uri, table)
+        if self.source_check is not None:
+            self.source_check(f"{source.prefix}.tar", "the ledger's image source")
         if self.input_columns is not None:
             missing = [c for c in self.input_columns if c not in table.column_names]
             if missing:

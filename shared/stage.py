@@ -8,6 +8,7 @@ service shell (gRPC + bus worker) and ``winnow run`` call the very same object.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from shared import storage
 from shared.messages import ShardRef, make_ref
@@ -23,6 +24,10 @@ class Stage(ABC):
     #: its ``job_root``: the service checks both against its roots before ``process`` (shared.access).
     message_uri_access: str = "read"
     writes_job_root: bool = True
+    #: Checks a location the stage found *inside* what it read (a ledger's image source) before it
+    #: reads there: ``check(uri, what)`` raises ``AccessDenied`` outside the service's read roots.
+    #: The service sets it (shared.access); None trusts the files, as ``winnow run`` does.
+    source_check: Callable[[str, str], object] | None = None
 
     def setup(self) -> None:
         """Load models, open clients. Called once before the first ``process``."""

@@ -90,7 +90,8 @@ class FilterStage(Stage):
         resharded = reshard(ReshardConfig(input_dir=metadata_dir, output_dir=output_dir, subset_file=subset_path,
                                           shard_size=self.options.shard_size,
                                           shuffle_buffer=self.options.shuffle_buffer,
-                                          blur_faces=self.options.blur_faces, overwrite=True))
+                                          blur_faces=self.options.blur_faces, overwrite=True),
+                            check_source=self.source_check)
         return {"filter": self.options.filter.name, "subset": subset_path, "kept": int(len(filtered.uids)),
                 "candidates": filtered.candidates, "threshold": filtered.threshold, "removed_by": filtered.removed_by,
                 "rules": filtered.rules, **{k: v for k, v in asdict(resharded).items()}}

@@ -30,7 +30,7 @@ import math
 import multiprocessing
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -349,15 +349,22 @@ def _write(config: ReshardConfig, tasks: list[WorkerTask], index: SubsetIndex) -
         return list(pool.map(_run_task, [config] * len(tasks), tasks))
 
 
-def reshard(config: ReshardConfig) -> ReshardResult:
-    """Write the subset's samples from ``config.input_dir`` as new shards in ``config.output_dir``."""
+def reshard(config: ReshardConfig, *, check_source: Callable[[str, str], object] | None = None) -> ReshardResult:
+    """Write the subset's samples from ``config.input_dir`` as new shards in ``config.output_dir``.
+
+    ``check_source(uri, what)`` (a service's read roots) is asked about every tar the input
+    ledgers name before anything is read from it.
+    """
     config.validate()
     started = time.perf_counter()
     subset = load_subset(config.subset_file)
     index = SubsetIndex(subset)
     prefixes, skipped = input_shards(config.input_dir)
     if not prefixes:
-        raise FileNotFoundError(f"no finished shards (.tar with .parquet and _stats.json) in {config.input_dir}")
+        raise FileNotFoundError(f"no finished shards (a .parquet with its _stats.json) in {config.input_dir}")
+    if check_source is not None:
+        for prefix in prefixes:
+            check_source(f"{image_source(prefix).prefix}.tar", f"the image source of {prefix}.parquet")
     tasks = plan(prefixes, index, shard_size=config.shard_size, num_workers=config.num_workers)
     reports = [] if config.dry_run else _write(config, tasks, index)
     expected = sum(s.expected for t in tasks for s in t.shards)

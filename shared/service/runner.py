@@ -32,6 +32,7 @@ class StageService:
                  bindings: Callable[[Bus], list[ServiceBinding]], bus: Bus | None = None) -> None:
         self.stage = stage
         self.settings = settings
+        stage.source_check = settings.access_policy().read  # image sources named inside ledgers: the same roots
         # host and pid in the client id tell replicas apart in the consumer group (`winnow status`)
         client_id = f"{settings.service_name}-{socket.gethostname()}-{os.getpid()}"
         self.bus = bus or open_bus(settings.kafka_bootstrap_servers, client_id=client_id,

@@ -32,7 +32,8 @@ from shared.shards import ShardFormatError
 log = structlog.get_logger(__name__)
 
 # Errors that another attempt cannot fix: the input itself is wrong.
-PERMANENT_ERRORS = (ShardFormatError, PoisonMessage)
+# A refused path stays refused: no retry can help (a ledger naming an image source outside the roots).
+PERMANENT_ERRORS = (ShardFormatError, PoisonMessage, AccessDenied)
 
 # Waiting for a dependency or the broker: first pause, doubled up to the cap.
 BACKOFF_START_S = 1.0
