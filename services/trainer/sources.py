@@ -434,9 +434,18 @@ def job_shard_folder(job_root: str) -> tuple[str, str]:
         return reshard, "the job's resharded subset (reshard/), still being written: its finished shards"
     for stage in reversed(JOB_STAGES):
         folder = f"{root}/{stage}"
-        if storage.exists(folder) and (done := len(finished_shards(folder))):
+        if not storage.exists(folder):
+            continue
+        if done := len(finished_shards(folder)):
             return folder, (f"no resharded subset: the furthest stage with finished shards, {stage}/ "
                             f"({done} of {manifest.shard_count} shards finished)")
+        if any(name.endswith("_stats.json") for name in _list_names(folder)):
+            # An annotating stage: its verdicts are in its ledgers, its images in the downloader's
+            # tars, which hold every sample it dropped too. Only the resharded subset has its choice.
+            raise ValueError(f"job {manifest.job_id} at {root} has no resharded subset, and its {stage}/ stage "
+                             f"writes ledgers, not images: filter and reshard it first (winnow filter and "
+                             f"winnow reshard, or winnow run with --filter), or train on {root}/downloader "
+                             f"to use every downloaded sample")
     raise ValueError(f"job {manifest.job_id} at {root} has no finished shards yet (no reshard/ and no stage "
                      f"folder among {', '.join(JOB_STAGES)} with a _stats.json marker)")
 

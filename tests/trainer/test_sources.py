@@ -163,6 +163,18 @@ def test_job_without_subset_trains_on_its_furthest_stage(tmp_path, images):
     assert "safety/ (2 of 3 shards finished)" in source.detail
 
 
+def test_job_whose_stages_only_annotate_needs_its_subset(tmp_path, images):
+    """Today's curation stages write ledgers, not tars: training on the downloader's tars would
+    take back every sample they dropped, so a job without its resharded subset is an error."""
+    write_job(tmp_path, "j4", shard_count=1)
+    write_winnow_shards(tmp_path / "downloader", [10], "d", images, stage="downloader")
+    (tmp_path / "safety").mkdir()
+    (tmp_path / "safety" / "00000000.parquet").write_bytes((tmp_path / "downloader" / "00000000.parquet").read_bytes())
+    (tmp_path / "safety" / "00000000_stats.json").write_text("{}")
+    with pytest.raises(ValueError, match="no resharded subset, and its safety/ stage writes ledgers, not images"):
+        resolve_source(str(tmp_path))
+
+
 def test_job_with_nothing_finished_is_an_error(tmp_path):
     write_job(tmp_path, "j3", shard_count=2)
     with pytest.raises(ValueError, match="job j3 .* has no finished shards yet"):
