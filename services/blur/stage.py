@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ from shared.curation import Sample, SampleStage, Verdict
 from shared.face_blur import blur_boxes
 from shared.messages import ShardRef
 from shared.models.base import FaceDetector, ImageNeed, image_need
-from shared.shards import IMAGE_FORMATS, image_source
+from shared.shards import IMAGE_FORMATS, ImageSource, image_source
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,11 @@ class BlurStage(SampleStage):
     def image_need(self) -> ImageNeed | None:
         self.setup()
         return ImageNeed.of_all([image_need(self.detector)])
+
+    def output_image_source(self, source: ImageSource) -> ImageSource | None:
+        # The boxes this stage records are new: whatever the source's earlier boxes were (a pool's,
+        # blurred at download), these are not blurred in it until the resharder or this stage does it.
+        return None if self.writes_images else replace(source, blurred=False)
 
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()

@@ -278,7 +278,8 @@ class DownloadStage(Stage):
         layout = self.options.layout
         writer = ShardWriter(prefix, stage=self.name, job_id=ref.job_id, shard_id=ref.shard_id,
                              extra_schema=table.schema, core_schema=layout.core_schema(table.schema),
-                             members=layout.members, images_blurred=bool(self.options.bbox_col))
+                             members=layout.members,
+                             images_blurred=bool(self.options.bbox_col) and self.options.bbox_col in table.column_names)
         try:
             outcomes = ordered_map(
                 lambda item: refusals.get(item[0]) or download_sample(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -97,3 +98,16 @@ def test_blurred_at_rest_a_face_gets_a_box_and_is_blurred_there_only(downloaded,
     outside[int(y0 * h) - 40:int(y1 * h) + 40, int(x0 * w) - 40:int(x1 * w) + 40] = False
     assert difference[inside].mean() > 8, "the face is visibly blurred"
     assert difference[outside].mean() < 3, "the rest of the image is left as it was (up to JPEG noise)"
+
+
+def test_boxes_the_blur_stage_finds_are_not_taken_for_blurred(downloaded):
+    """A source blurred at download (the pool's own face_bboxes) is not blurred for the faces the
+    blur stage finds: its ledger says not blurred, so the resharder blurs them."""
+    _, refs = downloaded
+    for ref in refs:
+        table = pq.read_table(ref.uri + ".parquet")
+        metadata = {**table.schema.metadata, b"winnow_images_blurred": b"true"}
+        pq.write_table(table.replace_schema_metadata(metadata), ref.uri + ".parquet")
+        assert image_source(ref.uri).blurred
+    out = [BlurStage(model_factory("face_detector", "offline")).process(ref) for ref in refs]
+    assert [image_source(r.uri) for r in out] == [ImageSource(r.uri, blurred=False) for r in refs]
