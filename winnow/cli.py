@@ -3,6 +3,7 @@
 Curation, in one process:
     winnow run POOL --out DIR            download, safety, dedup, blur, embed, filter + reshard
     winnow run --example --out DIR       the same on a built-in pool of real images
+    winnow run --shards DIR --out JOB    curate img2dataset/DataComp shards one already has, in place
     winnow download ... / redownload     img2dataset's command line on winnow's downloader
     winnow extract ...                   image URLs and alt text from Common Crawl WARC/WAT files
     winnow dedup build-index ...         an evaluation-set index for decontamination
@@ -36,6 +37,7 @@ from services.trainer import cli as trainer_cli
 from services.downloader.options import recorded_options
 from services.downloader.pool import FORMATS, PoolFormatError, prepare_job
 from winnow.pipeline import STAGE_NAMES
+from winnow import shards_run
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
 from shared.jobs import JobManifest
@@ -52,6 +54,7 @@ def _add_run_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="job directory for every stage's shards")
     parser.add_argument("--example", action="store_true",
                         help="use the built-in pool of real images, served from 127.0.0.1 for this run")
+    shards_run.add_arguments(parser)
     parser.add_argument("--input_format", choices=FORMATS, default="")
     parser.add_argument("--url_col", default="url")
     parser.add_argument("--caption_col", default="text")
@@ -95,8 +98,8 @@ def run_command(args: argparse.Namespace) -> int:
     from shared.service.embedded import run_pipeline
     from winnow.pipeline import EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, example_pool
 
-    if bool(args.pool) == bool(args.example):
-        raise SystemExit("winnow run: give a POOL or --example (not both)")
+    if bool(args.pool) + bool(args.example) + bool(args.shards) != 1:
+        raise SystemExit("winnow run: give a POOL, --example or --shards DIR_OR_URI (one of them)")
     if args.filter != "none" and args.filter not in BASELINES and ":" not in args.filter:
         raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {args.filter!r}")
     console = Console()
@@ -104,15 +107,18 @@ def run_command(args: argparse.Namespace) -> int:
         args.allow_networks = [*args.allow_networks, EXAMPLE_NETWORK]
         args.samples_per_shard = min(args.samples_per_shard, EXAMPLE_SAMPLES_PER_SHARD)
     with example_pool() if args.example else contextlib.nullcontext(args.pool) as pool:
-        manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
-                               caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
-                               max_samples=args.max_samples,
-                               options=recorded_options(args, downloader_cli.DATACOMP_PROFILE))
-        console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
-                      f"-> {manifest.job_root}")
-        if manifest.sample_count == 0:
-            raise PoolFormatError(f"the pool {pool} has no rows: nothing to curate")
-        stages = build_stages(args)
+        if args.shards:  # no pool: the user's shards are curated where they are (winnow/shards_run.py)
+            manifest, stages = shards_run.shards_job(args, console)
+        else:
+            manifest = prepare_job(str(pool), args.out, input_format=args.input_format, url_col=args.url_col,
+                                   caption_col=args.caption_col or None, samples_per_shard=args.samples_per_shard,
+                                   max_samples=args.max_samples,
+                                   options=recorded_options(args, downloader_cli.DATACOMP_PROFILE))
+            console.print(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} "
+                          f"shards -> {manifest.job_root}")
+            if manifest.sample_count == 0:
+                raise PoolFormatError(f"the pool {pool} has no rows: nothing to curate")
+            stages = build_stages(args)
         if "embed" in args.stages and not args.clip_model:
             console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
         result = run_pipeline(manifest, stages, workers_per_stage=args.workers, show_progress=not args.no_progress,
