@@ -39,11 +39,11 @@ def shards_job(args: argparse.Namespace, console: Console) -> tuple[JobManifest,
         if given:
             raise ValueError("--stages: with --shards the images are there already; leave out 'download'")
         args.stages = [s for s in args.stages if s != DOWNLOAD]
-    if not given and not args.clip_model and "embed" in args.stages:
-        args.stages = [s for s in args.stages if s != "embed"]
-        console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
     manifest = prepare_shards_job(args.shards, args.out, images_blurred=args.images_blurred)
     declared = f"{manifest.sample_count} samples declared" if manifest.sample_count else "samples counted on import"
     console.print(f"job {manifest.job_id}: {manifest.shard_count} shards of {args.shards} ({declared}), curated in "
                   f"place -> {manifest.job_root}")
+    if not given and not args.clip_model and "embed" in args.stages:
+        args.stages = [s for s in args.stages if s != "embed"]
+        console.print("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
     return manifest, [ShardImportStage(), *build_stages(args)]

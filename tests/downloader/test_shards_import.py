@@ -167,3 +167,23 @@ def test_a_folder_without_shards_is_refused(tmp_path):
         list_input_shards(str(tmp_path / "empty"))
     with pytest.raises(FileNotFoundError):
         list_input_shards(str(tmp_path / "nowhere"))
+
+
+def test_winnow_run_says_in_one_line_what_is_wrong_and_curates_the_other_shards(tmp_path, capsys):
+    from winnow.cli import main
+
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "--shards", str(tmp_path / "empty"), "--out", str(tmp_path / "j0")]) == 2
+    assert "holds no .tar shards" in capsys.readouterr().err
+    assert main(["run", "--shards", str(tmp_path / "empty"), "--out", str(tmp_path / "j0"),
+                 "--stages", "download", "dedup"]) == 2
+    assert "leave out 'download'" in capsys.readouterr().err
+    assert not (tmp_path / "j0").exists(), "nothing written"
+    write_img2dataset_shard(tmp_path / "in", "00000")
+    write_img2dataset_shard(tmp_path / "in", "00001")
+    (tmp_path / "in" / "00001.tar").write_bytes(b"not a tar at all" * 64)
+    assert main(["run", "--shards", str(tmp_path / "in"), "--out", str(tmp_path / "job"), "--stages", "dedup",
+                 "--no_progress"]) == 1
+    out = capsys.readouterr().out
+    assert "shard 1 failed in source: corrupt shard tar" in out.replace("\n", " ")
+    assert (tmp_path / "job" / "dedup" / "00000000_stats.json").exists(), "the good shard is curated"
