@@ -33,6 +33,9 @@ STAGES = ["safety", "dedup", "blur", "embed"]
 COMPARED = ("status", "reason", "dropped_by", "toxicity_score", "nsfw_score", "eval_similarity", "eval_match",
             "duplicate_of", "duplicate_similarity", "face_bboxes", "clip_l14_similarity_score")
 APPROXIMATE = ("clip_l14_similarity_score",)  # CLIP in float: a batch of other size may differ in the last bits
+# A kept sample's nearest earlier kept image depends on which shard dedup saw first (the run's
+# partitions deliver them in either order): compared where it decided, for the duplicates.
+ORDER_DEPENDENT = ("duplicate_similarity",)
 SHARD = 8
 
 
@@ -83,6 +86,8 @@ def assert_same_verdicts(downloaded: str, imported: str, *, only_kept_at_downloa
     assert sorted(ours) == sorted(theirs)
     for uid, row in theirs.items():
         for column in COMPARED:
+            if column in ORDER_DEPENDENT and row["dropped_by"] != "dedup":
+                continue
             if column in APPROXIMATE and row[column] is not None:
                 assert ours[uid][column] == pytest.approx(row[column], abs=1e-4), (uid, column)
             else:
