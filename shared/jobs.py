@@ -3,6 +3,10 @@
     {job_root}/job.json                     the manifest, written once the pool is sliced
     {job_root}/pool/{shard:08d}.parquet     the pool, cut into shard-sized slices
     {job_root}/{stage}/{shard:08d}.tar|.parquet|_stats.json   each stage's shards
+
+A job of shards one already has (img2dataset's or DataComp's) has no pool: its manifest lists the
+input shards (``input_shards``), and its first stage, ``source``, writes a ledger per input shard
+that names the input's own tar as its image source (``services.downloader.shards_import``).
 """
 
 from __future__ import annotations
@@ -15,8 +19,14 @@ from shared import storage
 from shared.bus.base import Bus
 from shared.messages import ShardRef, encode_ref, make_ref, message_key
 from shared.shards import ShardStats, shard_prefix
+from shared.topics import CURATION_STAGES
 
 POOL_STAGE = "pool"
+#: The ``stage`` of a ShardRef to an input shard of a job of shards one already has (its ``uri``:
+#: the input's ``{name}`` without ``.tar``); the downloader imports it instead of downloading.
+SHARDS_INPUT = "shards"
+#: The folder (and stage name) of the ledgers made from such input shards, in place of the downloader's.
+SOURCE_STAGE = "source"
 MANIFEST = "job.json"
 
 
@@ -35,6 +45,8 @@ class JobManifest:
     # with other options can be refused and ``redownload`` can use the same ones.
     options: dict = field(default_factory=dict)
     shard_sizes: list = field(default_factory=list)  # set when a job was extended; else all full but the last
+    # A job of shards one already has: the input shards' URIs without ``.tar``, one per shard id.
+    input_shards: list = field(default_factory=list)
 
     @classmethod
     def load(cls, job_root: str) -> JobManifest:
@@ -56,12 +68,21 @@ class JobManifest:
                 for i in range(self.shard_count)]
 
     def pool_refs(self) -> list[ShardRef]:
-        """One ShardRef per pool slice: the first stage's work items."""
+        """One ShardRef per pool slice, or per input shard of a job of shards: the first stage's work items."""
         counts = self.sizes()
+        if self.input_shards:
+            return [make_ref(job_id=self.job_id, shard_id=i, stage=SHARDS_INPUT, uri=uri, sample_count=n,
+                             job_root=self.job_root, shard_count=self.shard_count)
+                    for i, (uri, n) in enumerate(zip(self.input_shards, counts))]
         return [make_ref(job_id=self.job_id, shard_id=i, stage=POOL_STAGE,
                          uri=shard_prefix(storage.join(self.job_root, POOL_STAGE), i), sample_count=n,
                          job_root=self.job_root, shard_count=self.shard_count)
                 for i, n in enumerate(counts)]
+
+    @property
+    def first_stage(self) -> str:
+        """The stage that brings the job's images in: the downloader, or ``source`` for shards one had."""
+        return SOURCE_STAGE if self.input_shards else CURATION_STAGES[0]
 
 
 @dataclass

@@ -15,7 +15,9 @@ A shard ``{shard:08d}`` in a stage's directory is:
 - ``{shard:08d}_stats.json``: counts per status and reason; written last, it marks the shard
   complete, so a restarted worker skips it.
 
-A ledger without ``winnow_images`` (img2dataset's, schema version 1) has its tar beside it. The
+A job of shards the user already had writes no tar at all: its ledgers name the user's own tars,
+by absolute URI (a source inside the job is named relative to the ledger, so a job moves as one
+folder). A ledger without ``winnow_images`` (img2dataset's, schema version 1) has its tar beside it. The
 tar is written deterministically (fixed mtimes and owners), so reprocessing a shard yields
 byte-identical files.
 """
@@ -101,14 +103,17 @@ def _folder(uri: str) -> str:
 
 
 def _relative(uri: str, folder: str) -> str:
-    """``uri`` relative to ``folder`` when both are on one filesystem (and bucket), else ``uri``."""
+    """``uri`` relative to ``folder`` when it lies in the same job (under the folder's parent: a
+    sibling stage's folder), so a job moves as one folder; else absolute (a user's own shards)."""
     if "://" not in uri and "://" not in folder:
-        return os.path.relpath(os.path.abspath(uri), os.path.abspath(folder or "."))
+        relative = os.path.relpath(os.path.abspath(uri), os.path.abspath(folder or "."))
+        return os.path.abspath(uri) if relative.split(os.sep)[:2] == ["..", ".."] else relative
     (scheme, path), (folder_scheme, folder_path) = (
         u.split("://", 1) if "://" in u else ("", u) for u in (uri, folder))
     if scheme != folder_scheme or path.split("/", 1)[0] != folder_path.split("/", 1)[0]:
         return uri
-    return posixpath.relpath(path, folder_path)
+    relative = posixpath.relpath(path, folder_path)
+    return uri if relative.split("/")[:2] == ["..", ".."] else relative
 
 
 def _resolve(value: str, folder: str) -> str:

@@ -177,7 +177,8 @@ class RunResult:
         return self.manifest.job_root
 
 
-def run(pool: PathLike | None, out: PathLike, *, example: bool = False, stages: Sequence[str] = STAGE_NAMES,
+def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: str | None = None,
+        images_blurred: bool = False, stages: Sequence[str] | None = None,
         stage_options: Sequence[str] = (), model_preset: str = "offline", triton_url: str = "", eval_index: str = "",
         clip_models: Sequence[str] = (), filter: str = "basic_filter", threshold: float | None = None,
         fraction: float | None = None, arch: str | None = None, shard_size: int = 10_000, input_format: str = "",
@@ -188,8 +189,11 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, stages: 
     """``winnow run``: curate ``pool`` into the job folder ``out`` in one process, then filter and reshard.
 
     ``pool`` is a pool file or folder (parquet, csv, tsv, json, jsonl, txt), or None with
-    ``example=True`` (the built-in pool, served from 127.0.0.1 while it runs). The options are
-    ``winnow run``'s: ``stages`` (winnow's in pipeline order, plugins where they should run, with
+    ``example=True`` (the built-in pool, served from 127.0.0.1 while it runs) or with ``shards``
+    (img2dataset or DataComp shards one already has, local or ``s3://``, curated in place:
+    nothing is downloaded or copied; ``images_blurred`` says their faces are blurred already).
+    The options are ``winnow run``'s: ``stages`` (default: every stage; winnow's in pipeline
+    order, plugins where they should run, with
     ``stage_options`` ``"STAGE:KEY=VALUE"``), ``clip_models`` (``"KEY=ARCH[:CHECKPOINT]"``, which
     the embed stage needs), ``filter`` (``"none"``, a DataComp baseline or ``"module:function"``,
     with ``threshold``/``fraction``/``arch`` for the clip_score ones). ``download`` is what the
@@ -206,8 +210,8 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, stages: 
     from shared.service.embedded import run_pipeline
     from winnow.pipeline import EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, example_pool
 
-    if (pool is None) != example:
-        raise ValueError("give a pool or example=True (not both)")
+    if (pool is not None) + example + (shards is not None) != 1:
+        raise ValueError("give a pool, example=True or shards (one of them)")
     if filter != "none" and filter not in BASELINES and ":" not in filter:
         raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {filter!r}")
     spec = download or DownloadSpec()
@@ -218,26 +222,37 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, stages: 
     recorded = {item.name: getattr(spec, item.name) for item in fields(spec)}
     recorded.update(input_format=input_format, url_col=url_col, caption_col=caption_col,
                     samples_per_shard=samples_per_shard, max_samples=max_samples, workers=workers,
-                    stages=list(stages), stage_option=list(stage_options), model_preset=model_preset,
+                    stages=list(stages or STAGE_NAMES), stage_option=list(stage_options), model_preset=model_preset,
                     triton_url=triton_url, eval_index=eval_index, clip_model=list(clip_models), filter=filter,
                     threshold=threshold, fraction=fraction, arch=arch, shard_size=shard_size,
                     train_scale=train_scale, eval_data=eval_data, blur_at_rest=blur_at_rest,
                     blur_faces=blur_faces)
     recorded = {name: list(value) if isinstance(value, tuple) else value for name, value in recorded.items()}
     with example_pool() if example else contextlib.nullcontext(pool) as source:
-        manifest = prepare_job(str(source), str(out), input_format=input_format, url_col=url_col,
-                               caption_col=caption_col or None, samples_per_shard=samples_per_shard,
-                               max_samples=max_samples,
-                               options=recorded_options(argparse.Namespace(**recorded), DATACOMP_PROFILE))
-        say(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
-            f"-> {manifest.job_root}")
-        if manifest.sample_count == 0:
-            raise PoolFormatError(f"the pool {source} has no rows: nothing to curate")
-        built = build_stages(stages, download=options, model_preset=model_preset, triton_url=triton_url,
-                             eval_index=eval_index, clip_models=clip_models, stage_options=stage_options,
-                             blur_at_rest=blur_at_rest)
-        if "embed" in stages and not clip_models:
-            say("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
+        if shards is not None:  # curated where they are: the import stage, then the curation stages
+            from services.downloader.shards_import import ShardImportStage
+            from winnow.shards_run import shards_job
+
+            manifest, chosen = shards_job(shards, str(out), stages=stages, images_blurred=images_blurred,
+                                          clip_models=clip_models, say=say)
+            built = [ShardImportStage(), *build_stages(chosen, model_preset=model_preset, triton_url=triton_url,
+                                                       eval_index=eval_index, clip_models=clip_models,
+                                                       stage_options=stage_options, blur_at_rest=blur_at_rest)]
+        else:
+            manifest = prepare_job(str(source), str(out), input_format=input_format, url_col=url_col,
+                                   caption_col=caption_col or None, samples_per_shard=samples_per_shard,
+                                   max_samples=max_samples,
+                                   options=recorded_options(argparse.Namespace(**recorded), DATACOMP_PROFILE))
+            say(f"job {manifest.job_id}: {manifest.sample_count} samples in {manifest.shard_count} shards "
+                f"-> {manifest.job_root}")
+            if manifest.sample_count == 0:
+                raise PoolFormatError(f"the pool {source} has no rows: nothing to curate")
+            chosen = list(stages) if stages is not None else list(STAGE_NAMES)
+            built = build_stages(chosen, download=options, model_preset=model_preset, triton_url=triton_url,
+                                 eval_index=eval_index, clip_models=clip_models, stage_options=stage_options,
+                                 blur_at_rest=blur_at_rest)
+            if "embed" in chosen and not clip_models:
+                say("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
         result = run_pipeline(manifest, built, workers_per_stage=workers, show_progress=show_progress)
     filtered = training = evaluation = None
     if filter != "none" and not result.dead_letters:

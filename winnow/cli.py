@@ -3,6 +3,7 @@
 Curation, in one process:
     winnow run POOL --out DIR            download, safety, dedup, blur, embed, filter + reshard
     winnow run --example --out DIR       the same on a built-in pool of real images
+    winnow run --shards DIR --out JOB    curate img2dataset/DataComp shards one already has, in place
     winnow download ... / redownload     img2dataset's command line on winnow's downloader
     winnow extract ...                   image URLs and alt text from Common Crawl WARC/WAT files
     winnow dedup build-index ...         an evaluation-set index for decontamination
@@ -34,6 +35,7 @@ from services.reshard import cli as reshard_cli
 from services.trainer import cli as trainer_cli
 from services.downloader.pool import FORMATS, PoolFormatError
 from winnow.pipeline import STAGE_NAMES
+from winnow import shards_run
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
 from shared.logs import configure_logging
@@ -49,6 +51,7 @@ def _add_run_parser(subparsers) -> None:
     parser.add_argument("--out", required=True, help="job directory for every stage's shards")
     parser.add_argument("--example", action="store_true",
                         help="use the built-in pool of real images, served from 127.0.0.1 for this run")
+    shards_run.add_arguments(parser)
     parser.add_argument("--input_format", choices=FORMATS, default="")
     parser.add_argument("--url_col", default="url")
     parser.add_argument("--caption_col", default="text")
@@ -92,11 +95,14 @@ def run_command(args: argparse.Namespace) -> int:
     from services.downloader.job import DownloadSpec
     from winnow import api
 
-    if bool(args.pool) == bool(args.example):
-        raise SystemExit("winnow run: give a POOL or --example (not both)")
+    if bool(args.pool) + bool(args.example) + bool(args.shards) != 1:
+        raise SystemExit("winnow run: give a POOL, --example or --shards DIR_OR_URI (one of them)")
     console = Console()
     # Training, when asked for, comes after the curation's summary is printed (train_and_evaluate).
-    result = api.run(args.pool or None, args.out, example=args.example, stages=args.stages,
+    given = any(a == "--stages" or a.startswith("--stages=") for a in args.argv)
+    stages = args.stages if given else None  # None: the default for the kind of job
+    result = api.run(args.pool or None, args.out, example=args.example, shards=args.shards or None,
+                     images_blurred=args.images_blurred, stages=stages,
                      stage_options=args.stage_option, model_preset=args.model_preset, triton_url=args.triton_url,
                      eval_index=args.eval_index, clip_models=args.clip_model, filter=args.filter,
                      threshold=args.threshold, fraction=args.fraction, arch=args.arch, shard_size=args.shard_size,

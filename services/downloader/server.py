@@ -1,4 +1,4 @@
-"""The downloader's gRPC API: submit a pool, fetch a few URLs now, follow a job."""
+"""The downloader's gRPC API: submit a pool (or shards one already has), fetch a few URLs now, follow a job."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import structlog
 
 from services.downloader.pool import PoolFormatError, prepare_job
 from services.downloader.resize import MIME_TYPES
+from services.downloader.shards_import import list_input_shards, prepare_shards_job
 from services.downloader.stage import DownloadStage, SampleOutcome, download_sample
 from shared import storage
 from shared.access import AccessPolicy, check_identifier
@@ -20,6 +21,7 @@ from shared.proto import downloader_pb2, downloader_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
 from shared.service.job_progress import requested_job_root, stage_progress
 from shared.service.refusals import refusals_as_status
+from shared.shards import ShardFormatError
 
 log = structlog.get_logger(__name__)
 
@@ -66,6 +68,37 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
         return downloader_pb2.SubmitPoolResponse(job_id=manifest.job_id, shard_count=manifest.shard_count,
                                                  sample_count=manifest.sample_count, job_root=manifest.job_root)
 
+    def SubmitShards(self, request, context):
+        """A job over shards the caller already has, under the read roots: each is queued on the
+        downloader's own topic, and its worker imports it in place (``shards_import``)."""
+        if not request.shards_uri:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "shards_uri is required")
+        with refusals_as_status(context):
+            shards_uri = self.policy.read(request.shards_uri, "shards_uri")
+            job_id = check_identifier(request.job_id, "job_id") if request.job_id else None
+            job_root = (self.policy.write(request.output_uri, "output_uri") if request.output_uri
+                        else storage.join(self.output_uri, job_id) if job_id else "")
+        try:
+            inputs = list_input_shards(shards_uri)
+        except FileNotFoundError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except ShardFormatError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        with refusals_as_status(context):  # each tar too: a link in the folder must not lead out of the roots
+            self.policy.read_all([f"{prefix}.tar" for prefix in inputs], "shards_uri")
+        if not job_root:
+            job_id = uuid.uuid4().hex[:16]
+            job_root = storage.join(self.output_uri, job_id)
+        try:
+            manifest = prepare_shards_job(shards_uri, job_root, job_id=job_id or "",
+                                          images_blurred=request.images_blurred, input_shards=inputs)
+        except ValueError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        publish_refs(self.bus, self.input_topic, manifest.pool_refs())
+        log.info("shards_submitted", job_id=manifest.job_id, shards=manifest.shard_count, shards_uri=shards_uri)
+        return downloader_pb2.SubmitShardsResponse(job_id=manifest.job_id, shard_count=manifest.shard_count,
+                                                   sample_count=manifest.sample_count, job_root=manifest.job_root)
+
     def FetchUrls(self, request, context):
         if not request.urls:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "urls is empty")
@@ -99,7 +132,8 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
             context.abort(grpc.StatusCode.NOT_FOUND, f"no job at {job_root}")
         manifest = JobManifest.load(job_root)
         stages = stage_progress(job_root)
-        downloaded = next((s.shards_done for s in stages if s.stage == self.stage.name), 0)
+        # the downloader's shards, or those imported from shards the user had
+        downloaded = next((s.shards_done for s in stages if s.stage == manifest.first_stage), 0)
         return downloader_pb2.JobProgress(
             job_id=manifest.job_id, job_root=job_root, shard_count=manifest.shard_count,
             sample_count=manifest.sample_count, done=downloaded >= manifest.shard_count, stages=stages)

@@ -22,8 +22,9 @@ import pyarrow.compute as pc
 from services.downloader.fetch import FetchError, FetchOptions, HttpFetcher
 from services.downloader.layout import HASH_TYPES, ShardLayout
 from services.downloader.pool import DUPLICATE_OF_COLUMN, ROW_COLUMNS, first_invalid_utf8, read_pool_slice
-from shared.jobs import JobManifest
+from shared.jobs import SHARDS_INPUT, JobManifest
 from services.downloader.resize import ResizeError, ResizeOptions, resize_image
+from services.downloader.shards_import import ShardImportStage
 from shared.messages import ShardRef
 from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats, ShardWriter
 from shared.stage import Stage
@@ -243,7 +244,11 @@ def row_expected_hash(row: dict[str, Any], options: DownloadOptions) -> str | No
 
 
 class DownloadStage(Stage):
-    """Downloads one pool slice with a thread pool and writes it as a shard."""
+    """Downloads one pool slice with a thread pool and writes it as a shard.
+
+    The service brings every job's images in: a reference to a shard the user already has (a job
+    of ``SubmitShards``) is imported in place instead (``shards_import``), into the job's ``source``.
+    """
 
     name = STAGE_NAME
 
@@ -251,6 +256,12 @@ class DownloadStage(Stage):
         self.options = options or DownloadOptions()
         self.fetcher: HttpFetcher | None = None
         self.on_sample: Callable[[bool], None] | None = None  # told of each sample as it is written (progress)
+        self.importer = ShardImportStage()
+
+    def process(self, ref: ShardRef) -> ShardRef:
+        if ref.stage == SHARDS_INPUT:
+            return self.importer.process(ref)
+        return super().process(ref)
 
     def setup(self) -> None:
         self.fetcher = HttpFetcher(self.options.fetch)

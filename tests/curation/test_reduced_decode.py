@@ -4,7 +4,6 @@ offline models answer by little, and their verdicts not at all, on real web-size
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest

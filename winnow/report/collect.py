@@ -152,12 +152,14 @@ def _filters(job_root: str) -> list[FilterFacts]:
     return sorted(found, key=lambda f: (not f.primary, f.name))
 
 
-def _outcome_columns(ledger: pa.Table, primary: FilterFacts | None) -> tuple[np.ndarray, np.ndarray]:
-    """The deciding stage and reason of every row."""
+def _outcome_columns(ledger: pa.Table, primary: FilterFacts | None,
+                     first_stage: str = DOWNLOAD_STAGE) -> tuple[np.ndarray, np.ndarray]:
+    """The deciding stage and reason of every row (a failure no stage dropped is ``first_stage``'s:
+    the downloader's, or ``source`` for shards the user had)."""
     status = pc.fill_null(ledger["status"], "").to_numpy(zero_copy_only=False).astype(object)
     reason = pc.fill_null(ledger["reason"], "").to_numpy(zero_copy_only=False).astype(object)
     dropped_by = pc.fill_null(ledger["dropped_by"], "").to_numpy(zero_copy_only=False).astype(object)
-    stage = np.where(dropped_by != "", dropped_by, DOWNLOAD_STAGE).astype(object)
+    stage = np.where(dropped_by != "", dropped_by, first_stage).astype(object)
     reason = np.where(reason != "", reason, status).astype(object)
     success = status == SUCCESS
     stage[success], reason[success] = KEPT
@@ -262,9 +264,10 @@ def _histograms(ledger: pa.Table, stage_of: np.ndarray, job_root: str, stages: l
     return histograms
 
 
-def _downloads(job_root: str) -> tuple[Counter, list[dict], dict[str, dict]]:
-    """Download failures by reason and by domain, and per-sample sizes and timings where recorded."""
-    stage_dir = storage.join(job_root, DOWNLOAD_STAGE)
+def _downloads(job_root: str, first_stage: str = DOWNLOAD_STAGE) -> tuple[Counter, list[dict], dict[str, dict]]:
+    """Download failures by reason and by domain (the downloader's, or those the user's shards
+    recorded), and per-sample sizes and timings where recorded."""
+    stage_dir = storage.join(job_root, first_stage)
     if not storage.glob(storage.join(stage_dir, "*.parquet")):
         return Counter(), [], {}
     ledger = _read_ledgers(stage_dir, ["url", "status", "reason", *DOWNLOAD_MEASURES])
@@ -353,7 +356,7 @@ def collect(job_root: str, *, per_reason: int = 24, max_shards: int = 16) -> Job
              if n.startswith("clip_") and n.endswith("_similarity_score") and n not in ledger.column_names]
     if extra:
         ledger = _read_ledgers(storage.join(job_root, last), [*ledger.column_names, *extra])
-    stage_of, reason_of = _outcome_columns(ledger, primary)
+    stage_of, reason_of = _outcome_columns(ledger, primary, manifest.first_stage)
     pairs = list(dict.fromkeys(zip(stage_of.tolist(), reason_of.tolist())))
     outcome_codes = [KEPT] + sorted(p for p in pairs if p != KEPT)
     code_of = {pair: i for i, pair in enumerate(outcome_codes)}
@@ -370,7 +373,7 @@ def collect(job_root: str, *, per_reason: int = 24, max_shards: int = 16) -> Job
         members = uid_order[(codes[uid_order] == code) & in_sampled[uid_order]][:per_reason]
         rows = ledger.take(pa.array(members)).to_pylist() if len(members) else []
         outcomes[pair] = Outcome(stage=pair[0], reason=pair[1], count=int(counts[code]), rows=rows)
-    failures, domains, measures = _downloads(job_root)
+    failures, domains, measures = _downloads(job_root, manifest.first_stage)
     return JobFacts(manifest=manifest, stages=stages, totals=totals, filters=filters, outcomes=outcomes,
                     histograms=_histograms(ledger, stage_of, job_root, stages, filters), download_reasons=failures,
                     domains=domains, download_measures=measures, shard_timings=_shard_timings(job_root, stages),

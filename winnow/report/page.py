@@ -244,6 +244,7 @@ uid, caption, URL and the deciding value</small></h2>
     const [stage, reason] = code;
     if (stage === "kept") return "kept: it is in the job's final subset";
     if (stage === "downloader") return "not downloaded: " + reason;
+    if (stage === "source") return "failed in the shards curated: " + reason;
     if (stage === "filter") return "dropped by the filter: " + reason;
     return "dropped by " + stage + ": " + reason;
   }}

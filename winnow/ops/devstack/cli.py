@@ -4,6 +4,7 @@
     winnow status [--watch]         health, partitions, lag, shards and samples per service
     winnow scale safety=2           run two safety replicas (they share the topic's partitions)
     winnow submit POOL [--follow]   submit a pool to the downloader's gRPC API (any stack)
+    winnow submit --shards URI      curate shards one already has, where they are (SubmitShards)
     winnow down                     stop the stack that `winnow up` started
 """
 
@@ -177,20 +178,30 @@ def submit_command(args: argparse.Namespace) -> int:
 
     from shared.proto import downloader_pb2, downloader_pb2_grpc
 
+    if bool(args.pool) == bool(args.shards):
+        raise ValueError("winnow submit: give a POOL or --shards URI (one of them)")
     if args.downloader:
-        address, pool = args.downloader, args.pool if "://" in args.pool else str(Path(args.pool).resolve())
+        address = args.downloader
     else:
         state = _running_state(args.state_dir)
         address = state["services"]["downloader"][0]["grpc"]
-        pool = args.pool if "://" in args.pool else _upload_pool(Path(args.pool), state)
     console = Console()
     token = os.environ.get("WINNOW_GRPC_TOKEN", "")
     metadata = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(address) as channel:
         stub = downloader_pb2_grpc.DownloaderStub(channel)
-        response = stub.SubmitPool(downloader_pb2.SubmitPoolRequest(
-            pool_uri=pool, samples_per_shard=args.samples_per_shard, max_samples=args.max_samples,
-            url_col=args.url_col, caption_col=args.caption_col), timeout=600, metadata=metadata)
+        if args.shards:  # read where they are: never uploaded, so they must lie under the downloader's read roots
+            shards = args.shards if "://" in args.shards else str(Path(args.shards).resolve())
+            response = stub.SubmitShards(downloader_pb2.SubmitShardsRequest(
+                shards_uri=shards, images_blurred=args.images_blurred), timeout=600, metadata=metadata)
+        else:
+            if "://" in args.pool:
+                pool = args.pool
+            else:
+                pool = str(Path(args.pool).resolve()) if args.downloader else _upload_pool(Path(args.pool), state)
+            response = stub.SubmitPool(downloader_pb2.SubmitPoolRequest(
+                pool_uri=pool, samples_per_shard=args.samples_per_shard, max_samples=args.max_samples,
+                url_col=args.url_col, caption_col=args.caption_col), timeout=600, metadata=metadata)
         console.print(f"job {response.job_id}: {response.sample_count} samples in {response.shard_count} shards "
                       f"-> {response.job_root}")
         while args.follow:
@@ -234,9 +245,15 @@ def add_parser(subparsers) -> None:
     scale.add_argument("--timeout", type=float, default=300)
     scale.set_defaults(func=scale_command)
 
-    submit = state_dir(subparsers.add_parser("submit", help="submit a pool to a running downloader"))
-    submit.add_argument("pool", help="pool file or folder: a local one is first copied to the stack's pools folder "
-                                     "(the downloader reads pools only there); or an s3:// URI it may read")
+    submit = state_dir(subparsers.add_parser("submit", help="submit a pool (or shards one has) to a running downloader"))
+    submit.add_argument("pool", nargs="?", default="",
+                        help="pool file or folder: a local one is first copied to the stack's pools folder "
+                             "(the downloader reads pools only there); or an s3:// URI it may read")
+    submit.add_argument("--shards", default="", metavar="URI",
+                        help="instead of a pool: a folder or s3:// prefix of img2dataset/DataComp .tar shards, curated "
+                             "where they are (not copied): it must lie under the downloader's WINNOW_READ_ROOTS")
+    submit.add_argument("--images_blurred", action="store_true",
+                        help="with --shards: their faces are blurred already (DataComp's download blurs face_bboxes)")
     submit.add_argument("--downloader", default="", help="host:port of the downloader (default: the running stack's)")
     submit.add_argument("--samples_per_shard", type=int, default=10_000)
     submit.add_argument("--max_samples", type=int, default=0)
