@@ -35,9 +35,10 @@ class BlurOptions:
 
 
 class BlurStage(SampleStage):
+    name = "blur"
+    input_columns = ()  # it reads the images alone
     output_columns = ("face_bboxes",)
     drop_reasons = ()
-    name = "blur"
 
     def __init__(self, detector: Callable[[], FaceDetector], options: BlurOptions | None = None) -> None:
         self.options = options or BlurOptions()

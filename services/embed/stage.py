@@ -21,11 +21,14 @@ from shared.models.base import ClipEncoder, ImageNeed, image_need
 
 class EmbedStage(SampleStage):
     name = "embed"
+    input_columns = ("text",)
+    drop_reasons = ()
 
     def __init__(self, encoders: dict[str, Callable[[], ClipEncoder]], batch_size: int = 64) -> None:
         if not encoders:
             raise ValueError("the embed stage needs at least one CLIP model (e.g. b32, l14)")
         self._factories = dict(encoders)
+        self.output_columns = tuple(f"clip_{key}_similarity_score" for key in self._factories)
         self.encoders: dict[str, ClipEncoder] = {}
         self.batch_size = batch_size
 
