@@ -75,6 +75,18 @@ def build_stages(stages: Sequence[str], *, download: DownloadOptions | None = No
     return built
 
 
+def builtin_stage_classes() -> list[type[Stage]]:
+    """winnow's own per-shard stages, whose declared columns name the stage a run lacks when a
+    stage reads a column nobody before it writes (``shared.stage.check_chain``)."""
+    from services.blur.stage import BlurStage
+    from services.dedup.stage import DedupStage
+    from services.downloader.stage import DownloadStage
+    from services.embed.stage import EmbedStage
+    from services.safety.stage import SafetyStage
+
+    return [DownloadStage, SafetyStage, DedupStage, BlurStage, EmbedStage]
+
+
 #: What the example pool needs of the download options: its server is on loopback, and it is small.
 EXAMPLE_NETWORK = "127.0.0.1/32"
 EXAMPLE_SAMPLES_PER_SHARD = 32

@@ -25,7 +25,8 @@ from services.downloader.pool import DUPLICATE_OF_COLUMN, ROW_COLUMNS, first_inv
 from shared.jobs import JobManifest
 from services.downloader.resize import ResizeError, ResizeOptions, resize_image
 from shared.messages import ShardRef
-from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats, ShardWriter
+from shared.shards import (CORE_SCHEMA, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats,
+                           ShardWriter)
 from shared.stage import ShardStage
 
 STAGE_NAME = "downloader"
@@ -247,6 +248,7 @@ class DownloadStage(ShardStage):
 
     name = STAGE_NAME
     input_columns = ("url",)  # of the pool slice; a row without a uid is recorded as invalid_uid
+    output_columns = tuple(CORE_SCHEMA.names)  # DataComp's layout; __init__ follows the options' layout
 
     def __init__(self, options: DownloadOptions | None = None) -> None:
         self.options = options or DownloadOptions()
