@@ -32,7 +32,7 @@ from shared.messages import ShardRef
 from shared.models.base import ImageNeed
 from shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError, ShardStats,
                            ShardWriter, image_source, iter_tar_samples, read_table)
-from shared.stage import Stage
+from shared.stage import ShardStage
 
 
 class Timings:
@@ -115,20 +115,19 @@ class StageContractError(ValueError):
     """A stage broke what it declared: a missing input column, an undeclared output column or reason."""
 
 
-class SampleStage(Stage):
+class SampleStage(ShardStage):
     """Subclasses implement ``judge(samples) -> verdicts`` and may add sidecar files.
 
     A stage may declare its contract (plugins must): ``input_columns`` it reads from the ledger,
-    ``output_columns`` its verdicts add, and the ``drop_reasons`` it gives. When declared, it is
-    checked on every shard: a missing input column or an undeclared column or reason fails the
-    shard (retried, then dead-lettered) instead of writing a ledger nobody can interpret.
+    ``output_columns`` its verdicts add, and the ``drop_reasons`` it gives. The columns are checked
+    for the whole chain before a run starts (``shared.stage.check_chain``); and, when declared, all
+    three are checked on every shard: a missing input column or an undeclared column or reason
+    fails the shard (retried, then dead-lettered) instead of writing a ledger nobody can interpret.
     """
 
     batch_size: int = 64
     #: True for a stage that changes images (``Verdict.image``): it writes a tar of its kept samples.
     writes_images: bool = False
-    input_columns: tuple[str, ...] | None = None
-    output_columns: tuple[str, ...] | None = None
     drop_reasons: tuple[str, ...] | None = None
 
     @abstractmethod

@@ -1,23 +1,33 @@
-"""The stage contract: a plain object that turns one shard into the next, knowing no transport.
+"""The stage contract: a plain object that turns a reference into the next one, knowing no transport.
 
-``__init__(config)`` is cheap; ``setup()`` loads models and opens clients; ``process(ref)``
-handles one shard and returns the reference to what it wrote; ``teardown()`` releases. The
-service shell (gRPC + bus worker) and ``winnow run`` call the very same object.
+Every stage has a ``name``, ``setup()`` (load models, open clients), ``process(ref)`` and
+``teardown()``; the service shell (gRPC + bus worker) and ``winnow run`` call the very same
+object. Two kinds fit the two shapes of work:
+
+- a :class:`ShardStage` handles one shard at a time: it implements ``process_shard(ref, prefix)``
+  and ``process`` skips a shard whose completion marker exists. It declares the ledger columns it
+  reads (``input_columns``) and adds (``output_columns``), so :func:`check_chain` can tell before a
+  run starts that every stage will find what it reads.
+- a :class:`JobStage` handles a whole job (the filter and resharder, the trainer, the evaluator):
+  it implements ``process(ref)`` and decides for itself what a message of the job means.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 
 from shared import storage
 from shared.messages import ShardRef, make_ref
 from shared.service.metrics import record_shard_stats
 from shared.shards import ShardStats, is_complete, read_stats, shard_prefix
 
+#: The columns a job's pool slices have (``prepare_job``): what the first stage of a run can read.
+POOL_COLUMNS = ("uid", "url", "text")
+
 
 class Stage(ABC):
-    """A stage writes ``{job_root}/{name}/{shard:08d}.*`` for every shard it is given."""
+    """What the worker and the runner call: ``setup``, ``process`` per message, ``teardown``."""
 
     name: str = "stage"
     #: How a bus message's ``uri`` is used ("read" or "write"), and whether the stage writes under
@@ -34,6 +44,21 @@ class Stage(ABC):
 
     def teardown(self) -> None:
         """Release what ``setup`` took."""
+
+    @abstractmethod
+    def process(self, ref: ShardRef) -> ShardRef | None:
+        """Handle one message's reference; the reference to publish, or None for nothing."""
+
+
+class ShardStage(Stage):
+    """A stage writes ``{job_root}/{name}/{shard:08d}.*`` for every shard it is given.
+
+    ``input_columns`` are the ledger columns it reads and ``output_columns`` those it adds (None:
+    not declared, and not checked); a ledger carries every column of the one before it.
+    """
+
+    input_columns: tuple[str, ...] | None = None
+    output_columns: tuple[str, ...] | None = None
 
     def output_prefix(self, ref: ShardRef) -> str:
         return shard_prefix(storage.join(ref.job_root, self.name), ref.shard_id)
@@ -52,3 +77,44 @@ class Stage(ABC):
     @abstractmethod
     def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
         """Write the shard at ``prefix`` (tar, parquet, then stats last) and return its stats."""
+
+
+class JobStage(Stage):
+    """A stage that works on a whole job (or a run): ``process(ref)`` is all it implements.
+
+    Its messages are still one per shard or run, delivered at least once: ``process`` returns
+    None for those that publish nothing, and makes a repeated message cheap (its own marker).
+    """
+
+
+class StageChainError(ValueError):
+    """A stage of a run reads a ledger column that no stage before it writes."""
+
+
+def check_chain(stages: Sequence[Stage], available_columns: Iterable[str] = POOL_COLUMNS, *,
+                known: Iterable[Stage | type[Stage]] = ()) -> None:
+    """Check, before a run starts, that each per-shard stage finds the columns it declares it reads.
+
+    ``available_columns`` are those of what the first stage reads (default: a pool's, for a run
+    that starts with the downloader; a run over existing shards passes their ledger's). ``known``
+    are stages outside the chain that the error may name as writers of a missing column.
+    Undeclared columns (None) are not checked here; every shard still checks its own.
+    """
+    available = set(available_columns)
+    for index, stage in enumerate(stages):
+        reads = getattr(stage, "input_columns", None)
+        missing = [column for column in reads or () if column not in available]
+        if missing:
+            column = missing[0]
+            later = [s.name for s in stages[index + 1:] if column in (getattr(s, "output_columns", None) or ())]
+            others = [s.name for s in known if column in (getattr(s, "output_columns", None) or ())]
+            if later:
+                hint = f"{later[0]} writes it but runs after {stage.name}: put {stage.name} after {later[0]}"
+            elif others:
+                hint = f"{others[0]} writes it: run {others[0]} before {stage.name}"
+            else:
+                hint = "no stage writes it"
+            raise StageChainError(
+                f"stage {stage.name} reads ledger column(s) {missing}, which no stage before it writes "
+                f"(chain: {' -> '.join(s.name for s in stages)}; {hint})")
+        available.update(getattr(stage, "output_columns", None) or ())

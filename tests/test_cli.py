@@ -127,3 +127,51 @@ def test_an_empty_pool_gets_one_clear_line(tmp_path):
     assert result.returncode == 2
     assert "has no rows: nothing to curate" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_run_with_only_the_stages_asked_for(tmp_path):
+    """dedup reads the uid and sha256 the downloader writes: the chain passes its check and runs."""
+    result = winnow("run", "--example", "--out", str(tmp_path / "job"), "--no_progress", "--filter", "none",
+                    "--stages", "download", "dedup")
+    assert result.returncode == 0, result.stderr
+    dedup = [read_table(str(p).removesuffix(".parquet")) for p in sorted((tmp_path / "job" / "dedup").glob("*.parquet"))]
+    assert dedup and all("duplicate_of" in ledger.column_names for ledger in dedup)
+    assert not (tmp_path / "job" / "safety").exists()
+
+
+NEEDS_AESTHETIC = '''
+from shared.curation import SampleStage, Verdict
+
+
+class NeedsAesthetic(SampleStage):
+    name = "needs_aesthetic"
+    input_columns = ("uid", "aesthetic_score")
+    output_columns = ()
+    drop_reasons = ()
+
+    def __init__(self, options):
+        pass
+
+    def judge(self, samples, shard):
+        return [Verdict(True) for _ in samples]
+'''
+
+
+def test_a_stage_reading_a_column_nobody_writes_fails_before_any_shard(tmp_path):
+    """An installed stage plugin (its entry point in a dist-info on PYTHONPATH) that reads a column
+    no stage writes: the run refuses it up front, naming the stage and the column."""
+    site = tmp_path / "site"
+    (site / "needs_aesthetic-0.1.dist-info").mkdir(parents=True)
+    (site / "needs_aesthetic.py").write_text(NEEDS_AESTHETIC)
+    (site / "needs_aesthetic-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: needs-aesthetic\nVersion: 0.1\n")
+    (site / "needs_aesthetic-0.1.dist-info" / "entry_points.txt").write_text(
+        "[winnow.stages]\nneeds_aesthetic = needs_aesthetic:NeedsAesthetic\n")
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    result = winnow("run", "--example", "--out", str(tmp_path / "job"), "--no_progress", "--stages", "download",
+                    "needs_aesthetic", env={"PYTHONPATH": path})
+    assert result.returncode == 2, result.stdout + result.stderr
+    message = " ".join(result.stderr.split())
+    assert "stage needs_aesthetic reads ledger column(s) ['aesthetic_score']" in message
+    assert "no stage writes it" in message and "Traceback" not in message
+    assert not list((tmp_path / "job").glob("*/*_stats.json")), "no shard was processed"

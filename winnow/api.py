@@ -208,7 +208,8 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     from services.downloader.pool import PoolFormatError, prepare_job
     from services.filter.apply import BASELINES, FilterConfig
     from shared.service.embedded import run_pipeline
-    from winnow.pipeline import EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, example_pool
+    from winnow.pipeline import (EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, builtin_stage_classes,
+                                 example_pool)
 
     if (pool is not None) + example + (shards is not None) != 1:
         raise ValueError("give a pool, example=True or shards (one of them)")
@@ -253,7 +254,8 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
                                  blur_at_rest=blur_at_rest)
             if "embed" in chosen and not clip_models:
                 say("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
-        result = run_pipeline(manifest, built, workers_per_stage=workers, show_progress=show_progress)
+        result = run_pipeline(manifest, built, workers_per_stage=workers, show_progress=show_progress,
+                              known_stages=builtin_stage_classes())
     filtered = training = evaluation = None
     if filter != "none" and not result.dead_letters:
         config = FilterConfig(name=filter, metadata_dir="", threshold=threshold, fraction=fraction, arch=arch)

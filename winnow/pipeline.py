@@ -29,15 +29,13 @@ def build_stages(stages: Sequence[str], *, download: DownloadOptions | None = No
     ``download`` is the download stage's options (default: DataComp's); ``blur_at_rest`` makes the
     blur stage keep blurred images (``BlurOptions.write_blurred_images``).
     """
-    from services.blur.stage import BlurOptions, BlurStage
-    from services.dedup.stage import DedupOptions, DedupStage
+    from services.blur import stage as blur
+    from services.dedup import stage as dedup
     from services.downloader.job import DownloadSpec
     from services.downloader.stage import DownloadStage
-    from services.embed.stage import EmbedStage
-    from services.safety.stage import SafetyOptions, SafetyStage
+    from services.embed import stage as embed
+    from services.safety import stage as safety
     from shared.models.clip import parse_clip_model
-    from shared.models.provider import clip_factory, model_factory
-    from shared.models.registry import preset
     from shared.stage_plugins import load_stage, parse_stage_options
 
     stages = list(stages)
@@ -50,29 +48,39 @@ def build_stages(stages: Sequence[str], *, download: DownloadOptions | None = No
     if strays:
         raise ValueError(f"--stage_option for stage(s) not in --stages: {', '.join(strays)}")
     built = []
-    model = lambda kind: model_factory(kind, model_preset, triton_url)  # noqa: E731
+    models = {"model_preset": model_preset, "triton_url": triton_url}
     for name in stages:
         if name == "download":
             built.append(DownloadStage(download or DownloadSpec().stage_options()))
         elif name == "safety":
-            built.append(SafetyStage(model("text_toxicity"), model("image_nsfw"), SafetyOptions(
-                toxicity_threshold=preset("text_toxicity", model_preset).threshold,
-                nsfw_threshold=preset("image_nsfw", model_preset).threshold)))
+            built.append(safety.build_stage(safety.SafetyOptions(), **models))
         elif name == "dedup":
-            built.append(DedupStage(model("near_duplicate"), DedupOptions(eval_index_dir=eval_index)))
+            built.append(dedup.build_stage(dedup.DedupOptions(eval_index_dir=eval_index), **models))
         elif name == "blur":
-            built.append(BlurStage(model("face_detector"), BlurOptions(write_blurred_images=blur_at_rest)))
+            built.append(blur.build_stage(blur.BlurOptions(write_blurred_images=blur_at_rest), **models))
         elif name == "embed":
             if not clip_models:
                 if stages != list(STAGE_NAMES):
                     raise ValueError("the embed stage needs at least one --clip_model KEY=ARCH[:CHECKPOINT]")
             else:
-                clips = [parse_clip_model(spec) for spec in clip_models]
-                built.append(EmbedStage({key: clip_factory(arch, pretrained, triton_url, f"clip_{key}")
-                                         for key, arch, pretrained in clips}))
+                specs = {key: {"arch": arch, **({"pretrained": pretrained} if pretrained else {})}
+                         for key, arch, pretrained in map(parse_clip_model, clip_models)}
+                built.append(embed.build_stage(embed.EmbedOptions(clip_models=specs), **models))
         else:
             built.append(load_stage(name, plugin_options.get(name)))
     return built
+
+
+def builtin_stage_classes() -> list[type[Stage]]:
+    """winnow's own per-shard stages, whose declared columns name the stage a run lacks when a
+    stage reads a column nobody before it writes (``shared.stage.check_chain``)."""
+    from services.blur.stage import BlurStage
+    from services.dedup.stage import DedupStage
+    from services.downloader.stage import DownloadStage
+    from services.embed.stage import EmbedStage
+    from services.safety.stage import SafetyStage
+
+    return [DownloadStage, SafetyStage, DedupStage, BlurStage, EmbedStage]
 
 
 #: What the example pool needs of the download options: its server is on loopback, and it is small.

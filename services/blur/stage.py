@@ -24,6 +24,7 @@ from shared.curation import Sample, SampleStage, Verdict
 from shared.face_blur import blur_boxes
 from shared.messages import ShardRef
 from shared.models.base import FaceDetector, ImageNeed, image_need
+from shared.models.provider import model_factory
 from shared.shards import IMAGE_FORMATS, ImageSource, image_source
 
 
@@ -31,13 +32,22 @@ from shared.shards import IMAGE_FORMATS, ImageSource, image_source
 class BlurOptions:
     jpeg_quality: int = 95
     batch_size: int = 32
-    write_blurred_images: bool = False  # keep blurred images at rest (a tar), not only face_bboxes
+    # True: keep blurred images at rest (a tar per shard; the job's unblurred downloader tar is
+    # then removed), for policies that forbid unblurred faces at rest; False: only face_bboxes.
+    write_blurred_images: bool = False
+
+
+def build_stage(options: BlurOptions, model_preset: str = "offline", triton_url: str = "") -> BlurStage:
+    """The blur stage of ``options`` with the preset's face detector (on Triton at ``triton_url`` if
+    given), for the service and ``winnow run`` alike."""
+    return BlurStage(model_factory("face_detector", model_preset, triton_url), options)
 
 
 class BlurStage(SampleStage):
+    name = "blur"
+    input_columns = ()  # it reads the images alone
     output_columns = ("face_bboxes",)
     drop_reasons = ()
-    name = "blur"
 
     def __init__(self, detector: Callable[[], FaceDetector], options: BlurOptions | None = None) -> None:
         self.options = options or BlurOptions()

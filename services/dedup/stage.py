@@ -29,6 +29,7 @@ from services.dedup.pool_index import PoolIndexConfig, sign_bits
 from shared import storage
 from shared.curation import Sample, SampleStage, Verdict
 from shared.models.base import ImageNeed, NearDuplicateDescriptor, image_need
+from shared.models.provider import model_factory
 
 
 UID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")
@@ -48,6 +49,12 @@ class DedupOptions:
     near: bool = True
     batch_size: int = 64
     pool_index: PoolIndexConfig = PoolIndexConfig()  # how kept descriptors are indexed (hashes: exact)
+
+
+def build_stage(options: DedupOptions, model_preset: str = "offline", triton_url: str = "") -> DedupStage:
+    """The dedup stage of ``options`` with the preset's descriptor (on Triton at ``triton_url`` if
+    given), for the service and ``winnow run`` alike."""
+    return DedupStage(model_factory("near_duplicate", model_preset, triton_url), options)
 
 
 class DedupStage(SampleStage):

@@ -50,7 +50,7 @@ from shared.messages import ShardRef
 from shared.outages import is_outage
 from shared.shards import (FAILED_TO_RESIZE, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError,
                            ShardStats, ShardWriter, iter_tar_samples, stats_uri)
-from shared.stage import Stage
+from shared.stage import ShardStage
 
 #: The manifest option that says the input tars' faces are already blurred.
 IMAGES_BLURRED_OPTION = "images_blurred"
@@ -229,10 +229,12 @@ def _ledger_row(row: dict[str, Any], sample: TarSample | None) -> dict[str, Any]
     return row
 
 
-class ShardImportStage(Stage):
+class ShardImportStage(ShardStage):
     """One input shard in, one ``source`` ledger out that names the input's tar as its image source."""
 
     name = SOURCE_STAGE
+    input_columns = ()  # it reads the input's tar (and parquet, when there is one)
+    output_columns = ("key", "uid", "url", "text", "status", "reason", "error_message", "sha256")
 
     def process_shard(self, ref: ShardRef, prefix: str) -> ShardStats:
         options = JobManifest.load(ref.job_root).options

@@ -26,8 +26,9 @@ from shared.jobs import SHARDS_INPUT, JobManifest
 from services.downloader.resize import ResizeError, ResizeOptions, resize_image
 from services.downloader.shards_import import ShardImportStage
 from shared.messages import ShardRef
-from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats, ShardWriter
-from shared.stage import Stage
+from shared.shards import (CORE_SCHEMA, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats,
+                           ShardWriter)
+from shared.stage import ShardStage
 
 STAGE_NAME = "downloader"
 # Failures worth another try later; opt-outs, blocked addresses and 404s are final.
@@ -243,7 +244,7 @@ def row_expected_hash(row: dict[str, Any], options: DownloadOptions) -> str | No
     return row.get(options.verify_hash[0]) if options.verify_hash else None
 
 
-class DownloadStage(Stage):
+class DownloadStage(ShardStage):
     """Downloads one pool slice with a thread pool and writes it as a shard.
 
     The service brings every job's images in: a reference to a shard the user already has (a job
@@ -251,9 +252,15 @@ class DownloadStage(Stage):
     """
 
     name = STAGE_NAME
+    input_columns = ("url",)  # of the pool slice; a row without a uid is recorded as invalid_uid
+    output_columns = tuple(CORE_SCHEMA.names)  # DataComp's layout; __init__ follows the options' layout
 
     def __init__(self, options: DownloadOptions | None = None) -> None:
         self.options = options or DownloadOptions()
+        # The ledger's columns (the pool's other columns ride along after them): DataComp's core
+        # columns (uid, text, sha256, ...), or img2dataset's names under its layout.
+        row_schema = pa.schema([(column, pa.string()) for column in ROW_COLUMNS])
+        self.output_columns = tuple(self.options.layout.core_schema(row_schema).names)
         self.fetcher: HttpFetcher | None = None
         self.on_sample: Callable[[bool], None] | None = None  # told of each sample as it is written (progress)
         self.importer = ShardImportStage()

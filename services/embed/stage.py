@@ -11,21 +11,50 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from shared.curation import Sample, SampleStage, Verdict
 from shared.models.base import ClipEncoder, ImageNeed, image_need
+from shared.models.provider import clip_factory
+
+#: DataComp's two CLIP models: the key names the shard's columns and sidecar arrays.
+DATACOMP_CLIP_MODELS = {"b32": {"arch": "ViT-B-32", "pretrained": "openai"},
+                        "l14": {"arch": "ViT-L-14", "pretrained": "openai"}}
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """The embed stage's options (``WINNOW_CLIP_MODELS``, ... for the service)."""
+
+    # key -> {"arch": open_clip architecture, "pretrained": tag or checkpoint (optional),
+    # "triton_model": the model on Triton (optional; default clip_<key>)}
+    clip_models: dict[str, dict[str, str]] = field(default_factory=lambda: {k: dict(v) for k, v
+                                                                             in DATACOMP_CLIP_MODELS.items()})
+    device: str = "cpu"  # for in-process models
+    batch_size: int = 64
+
+
+def build_stage(options: EmbedOptions, model_preset: str = "offline", triton_url: str = "") -> EmbedStage:
+    """The embed stage of ``options``: each CLIP model in process, or on Triton at ``triton_url``
+    (``model_preset`` is not used: CLIP models are named by ``clip_models``)."""
+    return EmbedStage({key: clip_factory(spec["arch"], spec.get("pretrained"), triton_url,
+                                         spec.get("triton_model", f"clip_{key}"), options.device)
+                       for key, spec in options.clip_models.items()}, batch_size=options.batch_size)
 
 
 class EmbedStage(SampleStage):
     name = "embed"
+    input_columns = ("text",)
+    drop_reasons = ()
 
     def __init__(self, encoders: dict[str, Callable[[], ClipEncoder]], batch_size: int = 64) -> None:
         if not encoders:
             raise ValueError("the embed stage needs at least one CLIP model (e.g. b32, l14)")
         self._factories = dict(encoders)
+        self.output_columns = tuple(f"clip_{key}_similarity_score" for key in self._factories)
         self.encoders: dict[str, ClipEncoder] = {}
         self.batch_size = batch_size
 

@@ -21,12 +21,12 @@ from shared.messages import ShardRef, make_ref
 from shared.proto import training_pb2, training_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
 from shared.service.refusals import refusals_as_status
-from shared.stage import Stage
+from shared.stage import JobStage
 
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name
 
 
-class EvaluatorStage(Stage):
+class EvaluatorStage(JobStage):
     name = "evaluator"
     message_uri_access = "write"  # the results go beside the run a message names
     writes_job_root = False
@@ -38,9 +38,6 @@ class EvaluatorStage(Stage):
         self.device = device
         self.batch_size = batch_size
         self._lock = threading.Lock()  # one evaluation at a time: it uses every core
-
-    def process_shard(self, ref, prefix):  # pragma: no cover - runs, not shards
-        raise TypeError("the evaluator works on training runs; call process()")
 
     def evaluate(self, train_output_dir: str, *, model: str | None = None, checkpoint: str | None = None,
                  tasks: list[str] | None = None):

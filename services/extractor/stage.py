@@ -22,7 +22,7 @@ from shared.jobs import POOL_STAGE
 from shared.messages import ShardRef, make_ref
 from shared.service.metrics import record_shard_stats
 from shared.shards import ShardFormatError, ShardStats, is_complete, read_stats, shard_prefix
-from shared.stage import Stage
+from shared.stage import ShardStage
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +30,7 @@ DUPLICATE_IN_JOB = "duplicate_in_job"
 CACHED_JOBS = 8  # claim logs held in memory: one per job this replica works on
 
 
-class ExtractStage(Stage):
+class ExtractStage(ShardStage):
     """Extracts crawl files into pool shards; the options apply to refs of jobs without ``crawl.json``."""
 
     name = STAGE_NAME

@@ -22,7 +22,7 @@ from services.reshard.resharder import ReshardConfig, reshard
 from shared import storage
 from shared.messages import ShardRef, make_ref
 from shared.shards import is_complete, shard_prefix
-from shared.stage import Stage
+from shared.stage import JobStage
 
 DONE_MARKER = "_done.json"
 
@@ -35,15 +35,12 @@ class FilterOptions:
     blur_faces: bool | None = None  # at reshard: None = the face_bboxes not yet blurred (ReshardConfig)
 
 
-class FilterStage(Stage):
+class FilterStage(JobStage):
     name = "filter"
     output_name = "reshard"
 
     def __init__(self, options: FilterOptions) -> None:
         self.options = options
-
-    def process_shard(self, ref: ShardRef, prefix: str):  # pragma: no cover - jobs, not shards
-        raise TypeError("the filter stage works on whole jobs; call process()")
 
     def job_complete(self, job_root: str, last_stage: str, shard_count: int) -> bool:
         """Whether every shard of the job has passed ``last_stage`` (its completion marker is there)."""

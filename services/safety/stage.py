@@ -8,20 +8,38 @@ whose score reaches the stage's threshold (``>=``), with reason ``toxic_caption`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from shared.curation import Sample, SampleStage, Verdict
 from shared.models.base import ImageNeed, ImageNSFW, TextToxicity, image_need
+from shared.models.provider import model_factory
+from shared.models.registry import preset
 
 
 @dataclass(frozen=True)
 class SafetyOptions:
-    toxicity_threshold: float = 0.5
-    nsfw_threshold: float = 0.5
+    """The safety stage's options (``WINNOW_TOXICITY_THRESHOLD``, ... for the service)."""
+
+    toxicity_threshold: float | None = None  # drop at a toxicity >= this; None: the model preset's
+    nsfw_threshold: float | None = None  # drop at an NSFW score >= this; None: the model preset's
     batch_size: int = 64
+
+
+def build_stage(options: SafetyOptions, model_preset: str = "offline", triton_url: str = "") -> SafetyStage:
+    """The safety stage of ``options`` with the preset's models (on Triton at ``triton_url`` if given),
+    for the service and ``winnow run`` alike."""
+    options = replace(options, toxicity_threshold=_or(options.toxicity_threshold,
+                                                      preset("text_toxicity", model_preset).threshold),
+                      nsfw_threshold=_or(options.nsfw_threshold, preset("image_nsfw", model_preset).threshold))
+    return SafetyStage(model_factory("text_toxicity", model_preset, triton_url),
+                       model_factory("image_nsfw", model_preset, triton_url), options)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 class SafetyStage(SampleStage):
@@ -33,6 +51,8 @@ class SafetyStage(SampleStage):
     def __init__(self, toxicity: Callable[[], TextToxicity], nsfw: Callable[[], ImageNSFW],
                  options: SafetyOptions | None = None) -> None:
         self.options = options or SafetyOptions()
+        if self.options.toxicity_threshold is None or self.options.nsfw_threshold is None:
+            raise ValueError("the safety stage needs both thresholds (build_stage takes the model preset's)")
         self.batch_size = self.options.batch_size
         self._make_toxicity, self._make_nsfw = toxicity, nsfw
         self.toxicity: TextToxicity | None = None

@@ -36,7 +36,7 @@ from shared.messages import ShardRef, make_ref
 from shared.proto import training_pb2, training_pb2_grpc
 from shared.service.grpc_server import ServiceBinding
 from shared.service.refusals import refusals_as_status
-from shared.stage import Stage
+from shared.stage import JobStage
 
 log = structlog.get_logger(__name__)
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name
@@ -136,7 +136,7 @@ class Run:
                 self.process.kill()
 
 
-class TrainerStage(Stage):
+class TrainerStage(JobStage):
     """Runs one training at a time; the bus and the gRPC API share its run table."""
 
     name = "trainer"
@@ -153,9 +153,6 @@ class TrainerStage(Stage):
         self.allow_networks = list(allow_networks)  # set by the operator, never by a request
         self.runs: dict[str, Run] = {}
         self._one_at_a_time = threading.Lock()
-
-    def process_shard(self, ref, prefix):  # pragma: no cover - subsets, not shards
-        raise TypeError("the trainer works on subsets; call process()")
 
     def new_run(self, data_dirs: list[str], *, scale: str | None = None, exp_name: str = "",
                 output_dir: str = "", data_weights: list[float] | None = None, num_checkpoints: int = 0,

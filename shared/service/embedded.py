@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -19,7 +20,7 @@ from shared.bus import InProcessBus
 from shared.jobs import POOL_STAGE, JobManifest, StageTotals, publish_refs, stage_totals
 from shared.messages import DeadLetter, decode_ref
 from shared.service.worker import ShardWorker
-from shared.stage import Stage
+from shared.stage import POOL_COLUMNS, Stage, check_chain
 from shared.topics import shards_topic
 
 
@@ -33,12 +34,20 @@ class RunResult:
 
 
 def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stage: int = 2, partitions: int = 4,
-                 max_attempts: int = 3, show_progress: bool = True, console: Console | None = None) -> RunResult:
+                 max_attempts: int = 3, show_progress: bool = True, console: Console | None = None,
+                 available_columns: Iterable[str] = POOL_COLUMNS,
+                 known_stages: Iterable[Stage | type[Stage]] = ()) -> RunResult:
     """Run ``stages`` in order over the job's pool slices; returns per-stage totals.
+
+    Before any worker starts, the chain is checked (``shared.stage.check_chain``): each stage must
+    find the ledger columns it reads among ``available_columns`` (those of what the first stage
+    reads: a pool's by default) and the columns of the stages before it; ``known_stages`` may be
+    named in the error as writers of a missing column.
 
     With one partition and one worker per stage, every stage sees the shards in order, so
     order-dependent decisions (which of two duplicates is kept) are reproducible.
     """
+    check_chain(stages, available_columns, known=known_stages)
     bus = InProcessBus(default_partitions=partitions)
     input_topics = [shards_topic(POOL_STAGE)] + [shards_topic(s.name) for s in stages[:-1]]
     output_topics = [shards_topic(s.name) for s in stages]

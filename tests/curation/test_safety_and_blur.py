@@ -111,3 +111,33 @@ def test_boxes_the_blur_stage_finds_are_not_taken_for_blurred(downloaded):
         assert image_source(ref.uri).blurred
     out = [BlurStage(model_factory("face_detector", "offline")).process(ref) for ref in refs]
     assert [image_source(r.uri) for r in out] == [ImageSource(r.uri, blurred=False) for r in refs]
+
+
+@pytest.mark.parametrize("module, options", [("safety", "SafetyOptions"), ("dedup", "DedupOptions"),
+                                             ("blur", "BlurOptions"), ("embed", "EmbedOptions")])
+def test_each_service_reads_its_stages_options_with_their_defaults(module, options):
+    """The service's settings are made from the stage's options: no default is declared twice."""
+    import importlib
+
+    settings = importlib.import_module(f"services.{module}.__main__")
+    stage = importlib.import_module(f"services.{module}.stage")
+    settings_class = next(v for k, v in vars(settings).items() if k.endswith("Settings") and k != "CurationSettings")
+    assert settings_class().options() == getattr(stage, options)()
+
+
+def test_the_service_environment_keeps_its_names(monkeypatch):
+    from services.blur.__main__ import BlurSettings
+    from services.dedup.__main__ import DedupSettings
+    from services.embed.__main__ import EmbedSettings
+    from services.safety.__main__ import SafetySettings
+
+    for key, value in {"WINNOW_TOXICITY_THRESHOLD": "0.3", "WINNOW_BATCH_SIZE": "8", "WINNOW_WRITE_BLURRED_IMAGES": "true",
+                       "WINNOW_EVAL_INDEX_DIR": "/idx", "WINNOW_REGISTRY_DIR": "/reg",
+                       "WINNOW_POOL_FLAT_LIMIT": "128", "WINNOW_CLIP_MODELS": '{"b32": {"arch": "ViT-B-32"}}'}.items():
+        monkeypatch.setenv(key, value)
+    safety = SafetySettings().options()
+    assert (safety.toxicity_threshold, safety.nsfw_threshold, safety.batch_size) == (0.3, None, 8)
+    assert BlurSettings().options().write_blurred_images
+    dedup = DedupSettings().options()
+    assert (dedup.eval_index_dir, dedup.registry_dir, dedup.pool_index.flat_limit) == ("/idx", "/reg", 128)
+    assert EmbedSettings().options().clip_models == {"b32": {"arch": "ViT-B-32"}}
