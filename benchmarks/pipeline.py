@@ -39,7 +39,7 @@ What the figures mean:
 The image server runs in this process; its CPU (this process's, sampler included) is printed.
 
     .venv/bin/python -m benchmarks.pipeline                      # 5,000 samples
-    .venv/bin/python -m benchmarks.pipeline --samples 50000      # the large pool (its images take ~30 min to make once)
+    .venv/bin/python -m benchmarks.pipeline --samples 50000      # the large pool (making its images takes 30-80 min once, by load)
     .venv/bin/python -m benchmarks.pipeline --samples 200 --keep --json p.json
 """
 
