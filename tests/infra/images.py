@@ -337,3 +337,137 @@ def near_copy(path: Path, scale: float, quality: int, crop: float = 0.02) -> byt
         buffer = io.BytesIO()
         image.save(buffer, "JPEG", quality=quality)
         return buffer.getvalue()
+
+
+# What the photos show, for captions (scikit-image's file names are not captions).
+_PHOTO_CAPTIONS = {
+    "astronaut": "astronaut eileen collins in her flight suit",
+    "chelsea": "chelsea the tabby cat",
+    "coffee": "a cup of coffee on a saucer",
+    "rocket": "a rocket on the launch pad",
+    "retina": "fundus photograph of a human retina",
+    "hubble_deep_field": "hubble deep field, thousands of galaxies",
+    "motorcycle_left": "a red motorcycle, left view",
+    "motorcycle_right": "a red motorcycle, right view",
+    "camera": "a cameraman with a tripod, black and white",
+    "moon": "the surface of the moon",
+    "coins": "ancient greek coins on a table",
+    "brick": "a brick wall texture",
+    "grass": "green grass texture",
+    "gravel": "gravel texture",
+    "ihc": "stained tissue under a microscope",
+    "immunohistochemistry": "immunohistochemistry stained tissue under a microscope",
+    "cell": "a cell under a microscope",
+    "microaneurysms": "retina with microaneurysms",
+    "page": "a scanned page of an old book",
+    "color": "a color test chart",
+}
+_PHOTO_TEMPLATES = ("{}", "photo of {}", "{} - stock photo", "{}, high resolution", "close-up of {}")
+_CLIPART_TEMPLATES = ("{}", "{} clip art", "a drawing of {}", "{} vector illustration", "free {} clipart image",
+                      "cartoon {} on a white background")
+WEB_LONGEST_SIDE = (300, 1600)  # px, log-uniform: web images are more often small than large
+
+
+def _web_sources(n: int, seed: int) -> list[tuple[Path, bool]]:
+    """``(source, is_photo)`` for indices ``0..n-1``: every fifth a scikit-image photo, the rest
+    clip art in a seed-shuffled order (cycling when ``n`` exceeds the clip art)."""
+    import numpy as np
+
+    photos = _photo_cycle()
+    clip = _clipart_candidates()
+    if clip:
+        clip = [clip[i] for i in np.random.default_rng(seed).permutation(len(clip))]
+    sources: list[tuple[Path, bool]] = []
+    usable: list[Path] = []  # clip art that opens and is not a pixel bomb, checked as far as needed
+    checked = 0
+    for i in range(n):
+        if not clip or i % 5 == 0:
+            sources.append((photos[(i // 5) % len(photos)], True))
+            continue
+        k = i - i // 5 - 1  # this drawing's rank among the drawings
+        while len(usable) <= k and checked < len(clip):
+            if _clipart_ok(clip[checked]):
+                usable.append(clip[checked])
+            checked += 1
+        sources.append((usable[k % len(usable)], False))
+    return sources
+
+
+def _web_variant(src: Path, is_photo: bool, index: int, seed: int) -> tuple[bytes, str, str]:
+    """One web-sized variant of a real image: ``(encoded bytes, extension, caption)``."""
+    import io
+    import math
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng([seed, index])
+    im = _load_rgb_or_l(src) if is_photo else _composite_on_white(src)
+    w, h = im.size
+    low = 0.55 if is_photo else 0.75  # clip art cropped less, so the drawing stays in the frame
+    cw, ch = max(16, int(w * rng.uniform(low, 1.0))), max(16, int(h * rng.uniform(low, 1.0)))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    im = im.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    longest = math.exp(rng.uniform(math.log(WEB_LONGEST_SIDE[0]), math.log(WEB_LONGEST_SIDE[1])))
+    scale = longest / max(im.size)
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))),
+                   Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    if rng.random() < (0.05 if is_photo else 0.3):
+        im.save(buffer, "PNG", optimize=False, compress_level=int(rng.integers(3, 10)))
+        extension = "png"
+    else:
+        im.save(buffer, "JPEG", quality=int(rng.integers(60, 96)), progressive=bool(rng.random() < 0.2),
+                optimize=bool(rng.random() < 0.5))
+        extension = "jpg"
+    if is_photo:
+        subject = _PHOTO_CAPTIONS.get(src.stem, src.stem.replace("_", " "))
+        templates = _PHOTO_TEMPLATES
+    else:
+        subject = title_from_path(src) or "clip art"
+        templates = _CLIPART_TEMPLATES
+    caption = templates[int(rng.integers(0, len(templates)))].format(subject)
+    return buffer.getvalue(), extension, caption
+
+
+def _write_web_image(task: tuple[Path, bool, int, int, Path]) -> tuple[str, str]:
+    src, is_photo, index, seed, dest = task
+    data, extension, caption = _web_variant(src, is_photo, index, seed)
+    path = dest / f"{index:06d}_{_slug(caption, 40)}.{extension}"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path.name, caption
+
+
+def make_web_corpus(dest: Path, n: int, seed: int = 0, processes: int = 1) -> list[tuple[Path, str]]:
+    """``n`` distinct real images at web sizes and formats in ``dest``: ``(path, caption)`` by index.
+
+    Every fifth image is a scikit-image photo, the others openclipart drawings (matted on white),
+    each randomly cropped, maybe mirrored, scaled to a longest side of 300-1,600 px
+    (log-uniform) and recompressed: JPEG at quality 60-95 (some progressive), or PNG (30 % of
+    drawings, 5 % of photos). Captions are the photo's subject or the drawing's title in one of
+    a few web-like phrasings. Image ``i`` depends only on ``(seed, i)``, so a smaller corpus is
+    the start of a larger one; made images are listed in ``dest/captions.tsv`` and not remade.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    listing = dest / "captions.tsv"
+    made: dict[int, tuple[str, str]] = {}
+    if listing.exists():
+        for line in listing.read_text().splitlines():
+            name, caption = line.split("\t")
+            made[int(name.split("_", 1)[0])] = (name, caption)
+    missing = [i for i in range(n) if i not in made or not (dest / made[i][0]).exists()]
+    if missing:
+        sources = _web_sources(n, seed)
+        tasks = [(*sources[i], i, seed, dest) for i in missing]
+        with ProcessPoolExecutor(max(1, processes)) as pool:
+            for i, (name, caption) in zip(missing, pool.map(_write_web_image, tasks, chunksize=16)):
+                made[i] = (name, caption)
+        listing.write_text("".join(f"{made[i][0]}\t{made[i][1]}\n" for i in sorted(made)))
+    return [(dest / made[i][0], made[i][1]) for i in range(n)]
