@@ -71,10 +71,10 @@ def _measured_setup(stage, log_path: str | None):
 def install() -> None:
     """Wrap the embedded runner, its workers and ``winnow run``'s filter step so that they name their threads."""
     import shared.service.embedded as embedded
-    import winnow.cli as cli
+    import winnow.api as api
     from shared.service.worker import ShardWorker
 
-    run_pipeline, filter_job, worker_run = embedded.run_pipeline, cli.filter_job, ShardWorker.run
+    run_pipeline, filter_job, worker_run = embedded.run_pipeline, api._filter_job, ShardWorker.run
     log_path = os.environ.get(SETUP_LOG_ENV)
 
     def named_run_pipeline(manifest, stages, **options):
@@ -91,7 +91,7 @@ def install() -> None:
         name_this_thread(FILTER_THREAD)
         return filter_job(*args, **options)
 
-    embedded.run_pipeline, cli.filter_job, ShardWorker.run = named_run_pipeline, named_filter_job, named_worker_run
+    embedded.run_pipeline, api._filter_job, ShardWorker.run = named_run_pipeline, named_filter_job, named_worker_run
 
 
 def main() -> int:
