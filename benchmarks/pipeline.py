@@ -71,7 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "benchmarks" / "_data"
 LOOPBACK = "127.0.0.1/32"  # what `winnow run --example` allows for its own server
 CURATION_COPIES = ("safety", "dedup", "blur")  # the stages that copied the downloader's tars before issue 11
-TIMING_FIELDS = ("decode_s", "model_s", "write_s")
+TIMING_FIELDS = ("read_s", "decode_s", "model_s", "write_s")  # _stats.json's "timings" (shared.curation)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -266,9 +266,10 @@ def stage_figures(job_root: Path, stage: str) -> StageFigures:
         figures.kept += stats["successes"]
         intervals.append((stats["start_time"], stats["end_time"]))
         figures.shard_time_s += stats["end_time"] - stats["start_time"]
+        recorded = stats.get("timings") or {}
         for name in TIMING_FIELDS:
-            if name in stats:
-                figures.timings[name] = figures.timings.get(name, 0.0) + stats[name]
+            if name in recorded:
+                figures.timings[name] = figures.timings.get(name, 0.0) + recorded[name]
     if intervals:
         figures.busy_s = _union_seconds(intervals)
         figures.span_s = max(e for _, e in intervals) - min(s for s, _ in intervals)
