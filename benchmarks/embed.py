@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.images, args.repeats = min(args.images, 64), min(args.repeats, 2)
     configure_logging("WARNING", json_format=False)
-    for name in ("benchmarks", "shared"):  # open_clip logs its every step at INFO through the root logger
+    for name in ("benchmarks", "winnow.shared"):  # open_clip logs its every step at INFO through the root logger
         logging.getLogger(name).setLevel(logging.INFO)
 
     from shared.triton import contract

@@ -58,10 +58,12 @@ RUN uv pip install --python /opt/winnow/venv/bin/python --no-deps --target /tmp/
  && libdir="$(/opt/winnow/venv/bin/python -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')" \
  && ln -s "$libdir/libpython3.11.so.1.0" /opt/winnow/pytriton/nvidia_pytriton.libs/ \
  && rm -rf /tmp/pytriton
-COPY pyproject.toml README.md ./
+# setup.py installs protos/, shared/ and services/ under winnow/ (winnow.shared, ...)
+COPY pyproject.toml setup.py README.md ./
 COPY protos ./protos
 COPY shared ./shared
 COPY services ./services
+COPY winnow ./winnow
 RUN uv pip install --python /opt/winnow/venv/bin/python --no-deps --no-build-isolation . \
  && cd / \
  && /opt/winnow/venv/bin/python -m shared.protogen \

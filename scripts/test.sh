@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 .venv/bin/python -m shared.protogen --check
-.venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
+.venv/bin/python scripts/lint_imports.py --no-cache   # the layering contracts in pyproject.toml
 exec .venv/bin/python -m pytest "$@"

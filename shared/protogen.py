@@ -7,6 +7,11 @@ stale (a ``.proto`` changed) or hand-edited (a generated file changed).
 
     python -m shared.protogen           # (re)generate
     python -m shared.protogen --check   # exit 1 if the generated code is stale or edited
+
+protoc writes a generated module's import of another one after the ``.proto`` import path, as
+an absolute import from the top-level package ``protos``; but ``protos/`` is installed as
+``winnow.protos`` (see setup.py). Those imports are rewritten as relative ones
+(``from . import downloader_pb2``), which resolve wherever the package is installed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -33,6 +40,26 @@ def proto_sources() -> list[Path]:
 
 def generated_files() -> list[Path]:
     return sorted(p for p in PROTO_DIR.rglob("*.py*") if p.name.endswith(GENERATED_SUFFIXES))
+
+
+#: a generated module's import of another generated module, as protoc writes it
+_GENERATED_IMPORT = re.compile(r"^from (protos(?:\.\w+)*) import ", re.MULTILINE)
+
+
+def _relative_imports(path: Path) -> None:
+    """Rewrite ``from protos.<package> import x_pb2`` in a generated file as a relative import."""
+    here = path.parent.relative_to(REPO_ROOT).parts  # the file's package, e.g. protos/winnow/v1
+
+    def relative(match: re.Match[str]) -> str:
+        target = match.group(1).split(".")
+        common = len(os.path.commonprefix([list(here), target]))
+        dots = "." * (len(here) - common + 1)
+        return f"from {dots}{'.'.join(target[common:])} import "
+
+    text = path.read_text()
+    if re.search(r"^import protos\b", text, re.MULTILINE):
+        raise GeneratedCodeError(f"{path}: an absolute `import protos...` that cannot be made relative")
+    path.write_text(_GENERATED_IMPORT.sub(relative, text))
 
 
 def _digest(paths: list[Path]) -> dict[str, str]:
@@ -60,6 +87,8 @@ def generate() -> None:
     code = protoc.main(args)
     if code != 0:
         raise GeneratedCodeError(f"protoc failed with exit code {code} on {sources}")
+    for path in generated_files():
+        _relative_imports(path)
     STAMP.write_text(
         json.dumps({"sources": _digest(proto_sources()), "generated": _digest(generated_files())}, indent=1)
     )

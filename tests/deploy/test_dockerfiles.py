@@ -25,7 +25,7 @@ def tree(tmp_path: Path) -> Path:
     """A copy of what the Dockerfile checks read: docker/, .dockerignore, and the COPY sources."""
     shutil.copytree(REPO / "docker", tmp_path / "docker")
     shutil.copy(REPO / ".dockerignore", tmp_path / ".dockerignore")
-    for name in ("requirements.lock", "requirements-nodeps.txt", "pyproject.toml", "README.md"):
+    for name in ("requirements.lock", "requirements-nodeps.txt", "pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, tmp_path / name)
     for name in ("protos", "shared", "services", "winnow"):
         (tmp_path / name).symlink_to(REPO / name, target_is_directory=True)
