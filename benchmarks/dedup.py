@@ -2,7 +2,7 @@
 
 Descriptors are 256-d float32, L2-normalised (inner product = cosine), of two kinds:
 
-* ``phash``: what :class:`shared.models.near_duplicates.PerceptualHashDescriptor` gives, 256
+* ``phash``: what :class:`winnow.shared.models.near_duplicates.PerceptualHashDescriptor` gives, 256
   random bits as entries of +-1/16; near-duplicate queries are copies with 20 bits flipped
   (cosine 0.84; the descriptor's threshold is 0.5586);
 * ``isc``: Gaussian directions, like ISC21 descriptors (DataComp's, threshold 0.604169);
@@ -11,7 +11,7 @@ Descriptors are 256-d float32, L2-normalised (inner product = cosine), of two ki
 Half of the ``--queries`` query descriptors are near-duplicates of random database entries, half
 are new. Measured, with ``--threads`` faiss (OpenMP) threads:
 
-* ``flat``: the ``IndexFlatIP`` that :class:`services.dedup.index.EvalIndex` and
+* ``flat``: the ``IndexFlatIP`` that :class:`winnow.services.dedup.index.EvalIndex` and
   the per-sample pool registry (``benchmarks.dedup_pool.LegacyPoolRegistry``) use: ``EvalIndex.build`` time, then queries per second
   for the whole query set at once (top-1 and top-8) and for one query per call (``--single``
   calls; what ``PoolRegistry.claim_image`` does per sample);
@@ -56,8 +56,8 @@ import numpy as np
 import structlog
 
 from benchmarks.dedup_pool import LegacyPoolRegistry as PoolRegistry  # the per-sample path; see dedup_pool
-from services.dedup.index import EvalIndex
-from shared.logs import configure_logging
+from winnow.services.dedup.index import EvalIndex
+from winnow.shared.logs import configure_logging
 
 log = structlog.get_logger("benchmarks.dedup")
 

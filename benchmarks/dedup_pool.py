@@ -31,7 +31,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from services.dedup.index import PoolRegistry
+from winnow.services.dedup.index import PoolRegistry
 
 DIM, MAX_HAMMING = 256, 56
 THRESHOLD = 1.0 - (2 * MAX_HAMMING + 1) / DIM

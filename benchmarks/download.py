@@ -45,7 +45,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
-from shared.logs import configure_logging
+from winnow.shared.logs import configure_logging
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_jpeg_corpus, title_from_path
 

@@ -3,13 +3,13 @@
 The model is an open_clip architecture (default ``winnow-tiny-ViT``, winnow's own small config;
 ``--arch ViT-B-32`` is slow on CPU) with random weights (seed 0) saved to a checkpoint file here,
 which both sides load. Both sides build it with one factory, :func:`clip_encoder`, which is
-:class:`shared.models.clip.OpenClipEncoder` with torch's thread count set first:
+:class:`winnow.shared.models.clip.OpenClipEncoder` with torch's thread count set first:
 
 * in-process: ``clip_encoder(...)`` in this process, ``embed_images`` / ``embed_texts`` called
   with ``--call-size`` items at a time (what the embed stage does with a batch of samples);
 * Triton: the same factory inside the python-backend stub of each tower (``clip_bench_image``,
   ``clip_bench_text``, written by :func:`winnow.ops.triton.repository.clip_model_specs`), called
-  through :func:`shared.triton.remote.remote_model` with the same call sizes.
+  through :func:`winnow.shared.triton.remote.remote_model` with the same call sizes.
 
 Both use ``--batch`` as the model batch (the encoder's ``batch_size`` and the served
 ``max_batch_size``) and ``--threads`` torch threads (``torch.set_num_threads``; the stub gets it
@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from shared.logs import configure_logging
+from winnow.shared.logs import configure_logging
 
 log = structlog.get_logger("benchmarks.embed")
 
@@ -76,7 +76,7 @@ def clip_encoder(arch: str, pretrained: str | None, threads: int, batch_size: in
     """``OpenClipEncoder`` with ``threads`` torch threads: the factory of both sides."""
     import torch
 
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     torch.set_num_threads(threads)
     return OpenClipEncoder(arch, pretrained, batch_size=batch_size)
@@ -127,7 +127,7 @@ def save_random_checkpoint(arch: str, path: Path) -> str:
     import open_clip
     import torch
 
-    from shared.models.clip import register_winnow_configs
+    from winnow.shared.models.clip import register_winnow_configs
 
     register_winnow_configs()
     torch.manual_seed(0)
@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("benchmarks", "winnow.shared"):  # open_clip logs its every step at INFO through the root logger
         logging.getLogger(name).setLevel(logging.INFO)
 
-    from shared.triton import contract
-    from shared.triton.client import TritonClient
-    from shared.triton.remote import remote_model
+    from winnow.shared.triton import contract
+    from winnow.shared.triton.client import TritonClient
+    from winnow.shared.triton.remote import remote_model
     from winnow.ops.triton.repository import clip_model_specs, write_model_repository
     from winnow.ops.triton.server import TritonServer
 
@@ -343,7 +343,7 @@ def image_costs(local, images: list[np.ndarray], batch: int, image_fit: int | No
     """Milliseconds per image of the client's fit, the serialisation on each end and the model's preprocessing."""
     from PIL import Image
 
-    from shared.triton import contract
+    from winnow.shared.triton import contract
 
     costs = {}
     sent = images
@@ -373,7 +373,7 @@ def image_costs(local, images: list[np.ndarray], batch: int, image_fit: int | No
 
 
 def text_costs(texts: list[str], batch: int) -> dict[str, float]:
-    from shared.triton import contract
+    from winnow.shared.triton import contract
 
     groups = [texts[start:start + batch] for start in range(0, len(texts), batch)]
     return {"client_encode_pack_ms_per_row": per_item_ms(

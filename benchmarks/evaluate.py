@@ -2,11 +2,11 @@
 
 The sets are the real offline ones that ``winnow eval-data build`` writes (Fashion-MNIST zero-shot
 classification, openclipart retrieval), built once into ``benchmarks/_data/eval-{sizes}/``. Each
-task is evaluated ``--repeats`` times through :func:`services.evaluator.evaluate.evaluate`, and the
+task is evaluated ``--repeats`` times through :func:`winnow.services.evaluator.evaluate.evaluate`, and the
 median is reported, twice:
 
 * ``clip``: an open_clip model (default ``winnow-tiny-ViT`` with random weights, or ``--checkpoint``)
-  through :class:`shared.models.clip.OpenClipEncoder`: the time a user waits;
+  through :class:`winnow.shared.models.clip.OpenClipEncoder`: the time a user waits;
 * ``no model``: an encoder that returns fixed random vectors at once: what the evaluator itself
   costs (reading the tars, decoding the images, the metrics), the floor under any model.
 
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from services.evaluator.evaluate import evaluate
-from services.evaluator.local_sets import build_local_sets
-from shared.logs import configure_logging
+from winnow.services.evaluator.evaluate import evaluate
+from winnow.services.evaluator.local_sets import build_local_sets
+from winnow.shared.logs import configure_logging
 
 DATA = Path(__file__).resolve().parent / "_data"
 
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     if args.threads:
         torch.set_num_threads(args.threads)

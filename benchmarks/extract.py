@@ -14,7 +14,7 @@ are images or 404s.
 Both sides read the same file once, in this process, on one core, and produce the same rows
 (uid, url, text, page_url) in the same order:
 
-- winnow: ``services.extractor.extract.extract_file`` (FastWARC, Resiliparse's Lexbor parser);
+- winnow: ``winnow.services.extractor.extract.extract_file`` (FastWARC, Resiliparse's Lexbor parser);
 - baseline, written the usual way: warcio's ``ArchiveIterator``, ``BeautifulSoup(html, "lxml",
   from_encoding=<the HTTP charset>)``, ``find("base")``, ``find_all("img")``. It applies the very
   same caption, URL and uid rules (imported from winnow), so only the reading and parsing differ.
@@ -44,11 +44,11 @@ from pathlib import Path
 import numpy as np
 import structlog
 
-from services.downloader.pool import generate_uid
-from services.extractor.captions import CaptionRules, caption_or_reason
-from services.extractor.extract import extract_file
-from services.extractor.urls import image_url, page_base
-from shared.logs import configure_logging
+from winnow.services.downloader.pool import generate_uid
+from winnow.services.extractor.captions import CaptionRules, caption_or_reason
+from winnow.services.extractor.extract import extract_file
+from winnow.services.extractor.urls import image_url, page_base
+from winnow.shared.logs import configure_logging
 
 log = structlog.get_logger("benchmarks.extract")
 

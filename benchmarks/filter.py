@@ -32,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import structlog
 
-from services.filter.apply import FilterConfig, apply_filter
-from shared.subset import SUBSET_DTYPE, load_subset, uids_to_hex
-from shared.logs import configure_logging
+from winnow.services.filter.apply import FilterConfig, apply_filter
+from winnow.shared.subset import SUBSET_DTYPE, load_subset, uids_to_hex
+from winnow.shared.logs import configure_logging
 
 log = structlog.get_logger("benchmarks.filter")
 

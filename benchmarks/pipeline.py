@@ -63,7 +63,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.stage_threads import SETUP_LOG_ENV
-from shared.topics import CURATION_STAGES
+from winnow.shared.topics import CURATION_STAGES
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_web_corpus
 
@@ -71,7 +71,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "benchmarks" / "_data"
 LOOPBACK = "127.0.0.1/32"  # what `winnow run --example` allows for its own server
 CURATION_COPIES = ("safety", "dedup", "blur")  # the stages that copied the downloader's tars before issue 11
-TIMING_FIELDS = ("read_s", "decode_s", "model_s", "write_s")  # _stats.json's "timings" (shared.curation)
+TIMING_FIELDS = ("read_s", "decode_s", "model_s", "write_s")  # _stats.json's "timings" (winnow.shared.curation)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -27,7 +27,7 @@ from PIL import Image
 
 from winnow.report.cli import build_report
 from winnow.report.collect import _pick_shards
-from shared.jobs import JobManifest
+from winnow.shared.jobs import JobManifest
 
 
 def _jpeg(seed: int) -> bytes:

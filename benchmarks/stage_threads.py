@@ -4,7 +4,7 @@ CPython 3.11 leaves every thread's OS name (``/proc/PID/task/TID/comm``) as the 
 sampler outside the process cannot say which stage a thread's CPU time belongs to. This entry
 point renames threads, and changes nothing else:
 
-- a stage's worker threads (``shared.service.worker.ShardWorker.run``) take the stage's name
+- a stage's worker threads (``winnow.shared.service.worker.ShardWorker.run``) take the stage's name
   (``safety``);
 - the main thread is ``winnow-run`` while the embedded runner sets the stages up and waits on
   them, takes the stage's name while that stage's ``setup`` runs, and is ``filter`` while
@@ -70,9 +70,9 @@ def _measured_setup(stage, log_path: str | None):
 
 def install() -> None:
     """Wrap the embedded runner, its workers and ``winnow run``'s filter step so that they name their threads."""
-    import shared.service.embedded as embedded
+    import winnow.shared.service.embedded as embedded
     import winnow.api as api
-    from shared.service.worker import ShardWorker
+    from winnow.shared.service.worker import ShardWorker
 
     run_pipeline, filter_job, worker_run = embedded.run_pipeline, api._filter_job, ShardWorker.run
     log_path = os.environ.get(SETUP_LOG_ENV)

@@ -2,11 +2,11 @@
 
 Both sides train the same scale on the same shards with the same open_clip arguments:
 
-* winnow: ``python -m services.trainer.train --scale ... --data_dir ...`` (what ``winnow train``
+* winnow: ``python -m winnow.services.trainer.train --scale ... --data_dir ...`` (what ``winnow train``
   and torchrun run), which builds the argument list from the scale and calls
   ``open_clip_train.main.main`` in process;
 * open_clip: ``python -m open_clip_train.main ARGS`` with ARGS the very list winnow builds
-  (``services.trainer.train.open_clip_arguments``), only ``--name`` differing. winnow's small
+  (``winnow.services.trainer.train.open_clip_arguments``), only ``--name`` differing. winnow's small
   architectures are added to open_clip's model registry first (``register_winnow_configs``),
   since open_clip's script cannot find them otherwise; nothing else is changed.
 
@@ -41,14 +41,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from services.trainer.scales import load_scale
-from services.trainer.train import TrainConfig, open_clip_arguments
+from winnow.services.trainer.scales import load_scale
+from winnow.services.trainer.train import TrainConfig, open_clip_arguments
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WINNOW, OPEN_CLIP = "winnow", "open_clip"
 OPEN_CLIP_SCRIPT = (
     "import runpy, sys\n"
-    "from shared.models.clip import register_winnow_configs\n"
+    "from winnow.shared.models.clip import register_winnow_configs\n"
     "register_winnow_configs()\n"
     "sys.argv = ['open_clip_train.main', *sys.argv[1:]]\n"
     "runpy.run_module('open_clip_train.main', run_name='__main__', alter_sys=True)\n"
@@ -114,7 +114,7 @@ def run_benchmark(scale_name: str, samples_seen: int | None, repeats: int, worke
                                  num_checkpoints=1, workers=workers, device="cpu", log_every_n_steps=1,
                                  grad_checkpointing=grad_checkpointing, save_frequency=0)
             if side == WINNOW:
-                command = [sys.executable, "-m", "services.trainer.train", "--scale", scale_arg,
+                command = [sys.executable, "-m", "winnow.services.trainer.train", "--scale", scale_arg,
                            "--data_dir", str(shards), "--output_dir", config.output_dir, "--exp_name", name,
                            "--num_checkpoints", "1", "--workers", str(workers), "--device", "cpu",
                            "--log_every_n_steps", "1", "--save_frequency", "0", "--log_level", "WARNING"]

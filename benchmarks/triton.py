@@ -28,10 +28,10 @@ from pathlib import Path
 
 import tritonclient.grpc as grpcclient
 
-from shared.logs import configure_logging
-from shared.triton.client import TritonClient
-from shared.triton.contract import ModelKind
-from shared.triton.remote import RemoteImageNSFW, RemoteTextToxicity
+from winnow.shared.logs import configure_logging
+from winnow.shared.triton.client import TritonClient
+from winnow.shared.triton.contract import ModelKind
+from winnow.shared.triton.remote import RemoteImageNSFW, RemoteTextToxicity
 from winnow.ops.triton.repository import ModelSpec, write_model_repository
 from winnow.ops.triton.server import TritonServer
 

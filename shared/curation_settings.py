@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.config import ServiceSettings
+from winnow.shared.config import ServiceSettings
 
 
 class CurationSettings(ServiceSettings):

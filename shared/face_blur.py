@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from shared.shards import IMAGE_FORMATS
+from winnow.shared.shards import IMAGE_FORMATS
 
 GROWTH = 0.1  # of a box's longer side, on each side
 SIGMA = 0.1  # of the longest box side

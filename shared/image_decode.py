@@ -15,7 +15,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from shared.models.base import ImageNeed
+from winnow.shared.models.base import ImageNeed
 
 _JPEG_MAGIC = b"\xff\xd8"
 

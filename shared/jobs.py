@@ -6,7 +6,7 @@
 
 A job of shards one already has (img2dataset's or DataComp's) has no pool: its manifest lists the
 input shards (``input_shards``), and its first stage, ``source``, writes a ledger per input shard
-that names the input's own tar as its image source (``services.downloader.shards_import``).
+that names the input's own tar as its image source (``winnow.services.downloader.shards_import``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from shared import storage
-from shared.bus.base import Bus
-from shared.messages import ShardRef, encode_ref, make_ref, message_key
-from shared.shards import ShardStats, shard_prefix
-from shared.topics import CURATION_STAGES
+from winnow.shared import storage
+from winnow.shared.bus.base import Bus
+from winnow.shared.messages import ShardRef, encode_ref, make_ref, message_key
+from winnow.shared.shards import ShardStats, shard_prefix
+from winnow.shared.topics import CURATION_STAGES
 
 POOL_STAGE = "pool"
 #: The ``stage`` of a ShardRef to an input shard of a job of shards one already has (its ``uri``:

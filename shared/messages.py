@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
-from shared.proto import shard_pb2
-from shared.shards import SCHEMA_VERSION, ShardFormatError, check_schema_version
+from winnow.shared.proto import shard_pb2
+from winnow.shared.shards import SCHEMA_VERSION, ShardFormatError, check_schema_version
 
 ShardRef = shard_pb2.ShardRef
 DeadLetter = shard_pb2.DeadLetter

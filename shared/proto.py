@@ -1,10 +1,10 @@
 """The generated protobuf modules, checked against ``protos/`` on import."""
 
-from shared.protogen import ensure_generated
+from winnow.shared.protogen import ensure_generated
 
 ensure_generated()
 
-from protos.winnow.v1 import (  # noqa: E402
+from winnow.protos.winnow.v1 import (  # noqa: E402
     curation_pb2,
     curation_pb2_grpc,
     downloader_pb2,

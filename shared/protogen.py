@@ -2,11 +2,11 @@
 
 Generated files live next to their ``.proto`` sources and are never committed. A stamp file
 (``protos/winnow/.generated.json``) records the hash of every source and every generated file,
-so that importing ``shared.proto`` can tell generated code that is missing (generate it),
+so that importing ``winnow.shared.proto`` can tell generated code that is missing (generate it),
 stale (a ``.proto`` changed) or hand-edited (a generated file changed).
 
-    python -m shared.protogen           # (re)generate
-    python -m shared.protogen --check   # exit 1 if the generated code is stale or edited
+    python -m winnow.shared.protogen           # (re)generate
+    python -m winnow.shared.protogen --check   # exit 1 if the generated code is stale or edited
 
 protoc writes a generated module's import of another one after the ``.proto`` import path, as
 an absolute import from the top-level package ``protos``; but ``protos/`` is installed as
@@ -113,7 +113,7 @@ def ensure_generated() -> None:
     if found == ["generated code is missing"]:
         generate()
     elif found:
-        raise GeneratedCodeError("; ".join(found) + ". Run `python -m shared.protogen`.")
+        raise GeneratedCodeError("; ".join(found) + ". Run `python -m winnow.shared.protogen`.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,8 +40,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared import storage
-from shared.outages import is_outage
+from winnow.shared import storage
+from winnow.shared.outages import is_outage
 
 SCHEMA_VERSION = 2  # 2: annotating stages; the ledger names its image source
 SUPPORTED_SCHEMA_VERSIONS = frozenset({1, 2})

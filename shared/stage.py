@@ -17,10 +17,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 
-from shared import storage
-from shared.messages import ShardRef, make_ref
-from shared.service.metrics import record_shard_stats
-from shared.shards import ShardStats, is_complete, read_stats, shard_prefix
+from winnow.shared import storage
+from winnow.shared.messages import ShardRef, make_ref
+from winnow.shared.service.metrics import record_shard_stats
+from winnow.shared.shards import ShardStats, is_complete, read_stats, shard_prefix
 
 #: The columns a job's pool slices have (``prepare_job``): what the first stage of a run can read.
 POOL_COLUMNS = ("uid", "url", "text")
@@ -31,12 +31,12 @@ class Stage(ABC):
 
     name: str = "stage"
     #: How a bus message's ``uri`` is used ("read" or "write"), and whether the stage writes under
-    #: its ``job_root``: the service checks both against its roots before ``process`` (shared.access).
+    #: its ``job_root``: the service checks both against its roots before ``process`` (winnow.shared.access).
     message_uri_access: str = "read"
     writes_job_root: bool = True
     #: Checks a location the stage found *inside* what it read (a ledger's image source) before it
     #: reads there: ``check(uri, what)`` raises ``AccessDenied`` outside the service's read roots.
-    #: The service sets it (shared.access); None trusts the files, as ``winnow run`` does.
+    #: The service sets it (winnow.shared.access); None trusts the files, as ``winnow run`` does.
     source_check: Callable[[str, str], object] | None = None
 
     def setup(self) -> None:

@@ -7,10 +7,10 @@ A plugin package declares, in its ``pyproject.toml``::
 
 The entry point names a factory (usually the stage class) that takes the stage's options, a
 ``dict`` of strings (``winnow run --stage_option sharpness:min_sharpness=50``, or the service's
-``WINNOW_STAGE_OPTIONS`` JSON), and returns a ``shared.curation.SampleStage`` whose ``name`` is the
+``WINNOW_STAGE_OPTIONS`` JSON), and returns a ``winnow.shared.curation.SampleStage`` whose ``name`` is the
 entry point's name and which declares its contract: ``input_columns``, ``output_columns`` and
 ``drop_reasons`` (checked on every shard). It then runs in ``winnow run --stages ...`` and as a
-service (``python -m services.plugin``) exactly as winnow's own stages do.
+service (``python -m winnow.services.plugin``) exactly as winnow's own stages do.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from importlib.metadata import EntryPoint, entry_points
 
-from shared.curation import SampleStage
+from winnow.shared.curation import SampleStage
 
 GROUP = "winnow.stages"
 
@@ -59,7 +59,7 @@ def load_stage(name: str, options: Mapping[str, str] | None = None) -> SampleSta
     except (TypeError, ValueError) as exc:
         raise StagePluginError(f"stage plugin {name!r} refused its options {dict(options or {})}: {exc}") from exc
     if not isinstance(stage, SampleStage):
-        raise StagePluginError(f"stage plugin {name!r} made a {type(stage).__name__}, not a shared.curation.SampleStage")
+        raise StagePluginError(f"stage plugin {name!r} made a {type(stage).__name__}, not a winnow.shared.curation.SampleStage")
     if stage.name != name:
         raise StagePluginError(f"stage plugin {name!r} names its stage {stage.name!r}; they must agree (the name is "
                                f"its folder in the job and its topic)")

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared import storage
+from winnow.shared import storage
 
 SUBSET_DTYPE = np.dtype("u8,u8")
 UID_HEX_LENGTH = 32

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.table import Table
 
-from shared.jobs import StageTotals
+from winnow.shared.jobs import StageTotals
 
 
 def print_stage_summary(console: Console, totals: Iterable[StageTotals]) -> None:

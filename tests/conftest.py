@@ -17,7 +17,7 @@ from tests.infra.images import make_jpeg_corpus, skimage_photos
 from winnow.ops.devstack.kafka import KafkaBroker
 from winnow.ops.devstack.s3 import S3Server
 
-from shared.triton.client import TritonClient
+from winnow.shared.triton.client import TritonClient
 from winnow.ops.triton.repository import write_model_repository
 from winnow.ops.triton.server import TritonServer, TritonServerUnsupported, find_tritonserver
 from tests.triton.served_models import REAL_MODELS, TOY_MODELS
@@ -88,7 +88,7 @@ def tiny_clip_checkpoint(tmp_path_factory) -> str:
     import open_clip
     import torch
 
-    from shared.models.clip import register_winnow_configs
+    from winnow.shared.models.clip import register_winnow_configs
 
     register_winnow_configs()
     torch.manual_seed(0)
@@ -103,7 +103,7 @@ def triton_repository(tmp_path_factory, tiny_clip_checkpoint) -> Path:
     """Toy models, winnow's offline presets, and the tiny CLIP as ``clip_tiny`` (loaded on demand)."""
     from winnow.ops.triton.repository import clip_model_specs
 
-    clip = clip_model_specs("clip_tiny", "shared.models.clip:OpenClipEncoder", dim=128,
+    clip = clip_model_specs("clip_tiny", "winnow.shared.models.clip:OpenClipEncoder", dim=128,
                             factory_kwargs={"arch": "winnow-tiny-ViT", "pretrained": tiny_clip_checkpoint})
     return write_model_repository(tmp_path_factory.mktemp("model_repository"), TOY_MODELS + REAL_MODELS + clip)
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.shards import read_table
+from winnow.shared.shards import read_table
 
 REPO = Path(__file__).resolve().parents[1]
 WINNOW = [sys.executable, "-m", "winnow.cli"]
@@ -140,7 +140,7 @@ def test_run_with_only_the_stages_asked_for(tmp_path):
 
 
 NEEDS_AESTHETIC = '''
-from shared.curation import SampleStage, Verdict
+from winnow.shared.curation import SampleStage, Verdict
 
 
 class NeedsAesthetic(SampleStage):

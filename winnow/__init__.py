@@ -15,7 +15,7 @@ __all__ = ["DownloadResult", "DownloadSpec", "Evaluation", "JobFilterResult", "R
 def __getattr__(name: str):
     """``winnow.DownloadSpec`` and ``winnow.DownloadResult``, imported on first use (they bring pyarrow)."""
     if name in ("DownloadSpec", "DownloadResult"):
-        from services.downloader import job
+        from winnow.services.downloader import job
 
         return getattr(job, name)
     raise AttributeError(f"module 'winnow' has no attribute {name!r}")

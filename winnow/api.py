@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 from winnow.pipeline import STAGE_NAMES
 
 if TYPE_CHECKING:
-    from services.downloader.job import DownloadResult, DownloadSpec
-    from services.evaluator.evaluate import Results
-    from services.filter.apply import FilterResult
-    from services.reshard.resharder import ReshardResult
-    from services.trainer.train import TrainResult
-    from shared.jobs import JobManifest, StageTotals
-    from shared.messages import DeadLetter
+    from winnow.services.downloader.job import DownloadResult, DownloadSpec
+    from winnow.services.evaluator.evaluate import Results
+    from winnow.services.filter.apply import FilterResult
+    from winnow.services.reshard.resharder import ReshardResult
+    from winnow.services.trainer.train import TrainResult
+    from winnow.shared.jobs import JobManifest, StageTotals
+    from winnow.shared.messages import DeadLetter
 
 log = logging.getLogger("winnow.api")
 PathLike = str | os.PathLike
@@ -117,8 +117,8 @@ def download(
     Returns the job's manifest and the downloader's totals; shards that failed every try
     (``max_shard_retry``) are in ``failed_shards``, and the others are written all the same.
     """
-    from services.downloader.job import DownloadJob, DownloadSpec, download_job
-    from services.downloader.options import IMG2DATASET_DIRECTIVES
+    from winnow.services.downloader.job import DownloadJob, DownloadSpec, download_job
+    from winnow.services.downloader.options import IMG2DATASET_DIRECTIVES
 
     if disallowed_header_directives is None:  # img2dataset's default; [] switches the check off
         disallowed_header_directives = list(IMG2DATASET_DIRECTIVES)
@@ -203,11 +203,11 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     it does not); ``blur_at_rest=True`` has the blur stage keep blurred images instead.
     ``say`` receives the lines ``winnow run`` prints as it goes.
     """
-    from services.downloader.job import DATACOMP_PROFILE, DownloadSpec
-    from services.downloader.options import recorded_options
-    from services.downloader.pool import PoolFormatError, prepare_job
-    from services.filter.apply import BASELINES, FilterConfig
-    from shared.service.embedded import run_pipeline
+    from winnow.services.downloader.job import DATACOMP_PROFILE, DownloadSpec
+    from winnow.services.downloader.options import recorded_options
+    from winnow.services.downloader.pool import PoolFormatError, prepare_job
+    from winnow.services.filter.apply import BASELINES, FilterConfig
+    from winnow.shared.service.embedded import run_pipeline
     from winnow.pipeline import (EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, builtin_stage_classes,
                                  example_pool)
 
@@ -231,7 +231,7 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     recorded = {name: list(value) if isinstance(value, tuple) else value for name, value in recorded.items()}
     with example_pool() if example else contextlib.nullcontext(pool) as source:
         if shards is not None:  # curated where they are: the import stage, then the curation stages
-            from services.downloader.shards_import import ShardImportStage
+            from winnow.services.downloader.shards_import import ShardImportStage
             from winnow.shards_run import shards_job
 
             manifest, chosen = shards_job(shards, str(out), stages=stages, images_blurred=images_blurred,
@@ -272,7 +272,7 @@ def _filter_job(manifest: JobManifest, last_stage: str, config, *, shard_size: i
                 blur_faces: bool | None = None) -> JobFilterResult:
     """Apply the filter ``config`` names to the finished job and reshard the subset (``blur_faces``:
     as :class:`ReshardConfig`'s)."""
-    from services.filter.stage import FilterOptions, FilterStage, filter_summary
+    from winnow.services.filter.stage import FilterOptions, FilterStage, filter_summary
 
     stage = FilterStage(FilterOptions(config, shard_size=shard_size, blur_faces=blur_faces))
     if stage.finish_job(manifest.job_root, last_stage, manifest.shard_count) is None:
@@ -290,9 +290,9 @@ def _filter_job(manifest: JobManifest, last_stage: str, config, *, shard_size: i
 
 def _metadata_folder(path: PathLike) -> str:
     """A job folder's furthest curation stage with finished shards; any other folder as it is."""
-    from shared import storage
-    from shared.jobs import JobManifest
-    from shared.topics import CURATION_STAGES
+    from winnow.shared import storage
+    from winnow.shared.jobs import JobManifest
+    from winnow.shared.topics import CURATION_STAGES
 
     folder = str(path)
     if not JobManifest.exists(folder):
@@ -318,7 +318,7 @@ def filter(metadata_dir: PathLike, *, name: str, save_path: PathLike | None = No
     subset is written there (``.npy`` of sorted ``u8,u8`` uids, as DataComp's) with
     ``.criteria.json`` and ``.dropped.parquet`` beside it. ``num_clusters=None`` is DataComp's.
     """
-    from services.filter.apply import DEFAULT_NUM_CLUSTERS, FilterConfig, apply_filter
+    from winnow.services.filter.apply import DEFAULT_NUM_CLUSTERS, FilterConfig, apply_filter
 
     text = lambda value: None if value is None else str(value)  # noqa: E731
     return apply_filter(FilterConfig(
@@ -340,8 +340,8 @@ def reshard(input_dir: PathLike, output_dir: PathLike, subset_file: PathLike, *,
     img2dataset shards, False none. Compare ``samples_written`` with ``expected``: they differ when a
     subset's sample was not found in the input.
     """
-    from services.reshard.resharder import ReshardConfig
-    from services.reshard.resharder import reshard as reshard_shards
+    from winnow.services.reshard.resharder import ReshardConfig
+    from winnow.services.reshard.resharder import reshard as reshard_shards
 
     return reshard_shards(ReshardConfig(
         input_dir=_metadata_folder(input_dir), output_dir=str(output_dir), subset_file=str(subset_file),
@@ -368,10 +368,10 @@ def train(scale: str, data: PathLike | Sequence[PathLike], output_dir: PathLike,
     DataComp's settings), a ``.tar``, a brace pattern or a ``pipe:`` URL. The run lives in
     ``output_dir/exp_name`` (default ``SCALE_scale``); ``resume=None`` starts afresh.
     """
-    from services.downloader.job import DownloadSpec
-    from services.trainer.sources import PoolOptions
-    from services.trainer.train import TrainConfig
-    from services.trainer.train import train as train_clip
+    from winnow.services.downloader.job import DownloadSpec
+    from winnow.services.trainer.sources import PoolOptions
+    from winnow.services.trainer.train import TrainConfig
+    from winnow.services.trainer.train import train as train_clip
 
     sources = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     pool = PoolOptions(download=(download or DownloadSpec()).stage_options(),
@@ -416,7 +416,7 @@ def evaluate(train_output_dir: PathLike, *, data_dir: PathLike | None = None, ou
     a second call skips the tasks already scored unless ``overwrite``. ``tasks`` are task keys or
     names, or ``"datacomp"``/``"local"``. A task that fails is in ``failed``, not raised.
     """
-    from services.evaluator.run import evaluate_run
+    from winnow.services.evaluator.run import evaluate_run
 
     results, (results_file, local_file, summary_file) = evaluate_run(
         train_output_dir, data_dir=data_dir, output_dir=output_dir, tasks=list(tasks) if tasks else None,

@@ -24,24 +24,24 @@ import sys
 
 from rich.console import Console
 
-from services.dedup import cli as dedup_cli
-from services.downloader import cli as downloader_cli
-from services.evaluator import cli as evaluator_cli
-from services.extractor import cli as extractor_cli
-from services.filter import cli as filter_cli
-from services.filter.apply import BASELINES
+from winnow.services.dedup import cli as dedup_cli
+from winnow.services.downloader import cli as downloader_cli
+from winnow.services.evaluator import cli as evaluator_cli
+from winnow.services.extractor import cli as extractor_cli
+from winnow.services.filter import cli as filter_cli
+from winnow.services.filter.apply import BASELINES
 from winnow.report import cli as report_cli
-from services.reshard import cli as reshard_cli
-from services.trainer import cli as trainer_cli
-from services.downloader.pool import FORMATS, PoolFormatError
+from winnow.services.reshard import cli as reshard_cli
+from winnow.services.trainer import cli as trainer_cli
+from winnow.services.downloader.pool import FORMATS, PoolFormatError
 from winnow.pipeline import STAGE_NAMES
 from winnow import shards_run
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
-from shared.logs import configure_logging
+from winnow.shared.logs import configure_logging
 from winnow.ops import models_cli
-from shared.shards import ShardFormatError
-from shared.summary import print_stage_summary
+from winnow.shared.shards import ShardFormatError
+from winnow.shared.summary import print_stage_summary
 
 
 def _add_run_parser(subparsers) -> None:
@@ -92,7 +92,7 @@ def _add_run_parser(subparsers) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    from services.downloader.job import DownloadSpec
+    from winnow.services.downloader.job import DownloadSpec
     from winnow import api
 
     if bool(args.pool) + bool(args.example) + bool(args.shards) != 1:
@@ -126,8 +126,8 @@ def run_command(args: argparse.Namespace) -> int:
 
 def print_filter_criteria(console: Console, job_root: str) -> None:
     """What each of the filter's criteria removed, from the summary written beside its subset."""
-    from services.filter.cli import print_criteria
-    from services.filter.stage import filter_summary
+    from winnow.services.filter.cli import print_criteria
+    from winnow.services.filter.stage import filter_summary
 
     summary = filter_summary(job_root)
     if summary and summary.get("removed_by"):
@@ -146,7 +146,7 @@ def train_and_evaluate(args: argparse.Namespace, manifest, subset_dir: str, cons
     if not args.eval_data:
         console.print("evaluation skipped: no --eval_data (winnow eval-data build --out DIR)")
         return
-    from services.evaluator.evaluate import results_tables
+    from winnow.services.evaluator.evaluate import results_tables
 
     evaluation = api.evaluate(trained.run_dir, data_dir=args.eval_data, say=console.print)
     for table in results_tables(evaluation.results):

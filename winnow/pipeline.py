@@ -1,4 +1,4 @@
-"""``winnow run``'s stages and example pool; the runner itself is :mod:`shared.service.embedded`."""
+"""``winnow run``'s stages and example pool; the runner itself is :mod:`winnow.shared.service.embedded`."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from shared.topics import CURATION_STAGES
+from winnow.shared.topics import CURATION_STAGES
 
 if TYPE_CHECKING:  # kept out of `import winnow`, which needs only STAGE_NAMES from here
-    from services.downloader.stage import DownloadOptions
-    from shared.stage import Stage
+    from winnow.services.downloader.stage import DownloadOptions
+    from winnow.shared.stage import Stage
 
 
 #: ``--stages`` names: the pipeline order, with the downloader called "download" as on the command line.
@@ -29,14 +29,14 @@ def build_stages(stages: Sequence[str], *, download: DownloadOptions | None = No
     ``download`` is the download stage's options (default: DataComp's); ``blur_at_rest`` makes the
     blur stage keep blurred images (``BlurOptions.write_blurred_images``).
     """
-    from services.blur import stage as blur
-    from services.dedup import stage as dedup
-    from services.downloader.job import DownloadSpec
-    from services.downloader.stage import DownloadStage
-    from services.embed import stage as embed
-    from services.safety import stage as safety
-    from shared.models.clip import parse_clip_model
-    from shared.stage_plugins import load_stage, parse_stage_options
+    from winnow.services.blur import stage as blur
+    from winnow.services.dedup import stage as dedup
+    from winnow.services.downloader.job import DownloadSpec
+    from winnow.services.downloader.stage import DownloadStage
+    from winnow.services.embed import stage as embed
+    from winnow.services.safety import stage as safety
+    from winnow.shared.models.clip import parse_clip_model
+    from winnow.shared.stage_plugins import load_stage, parse_stage_options
 
     stages = list(stages)
     builtin = [s for s in stages if s in STAGE_NAMES]
@@ -73,12 +73,12 @@ def build_stages(stages: Sequence[str], *, download: DownloadOptions | None = No
 
 def builtin_stage_classes() -> list[type[Stage]]:
     """winnow's own per-shard stages, whose declared columns name the stage a run lacks when a
-    stage reads a column nobody before it writes (``shared.stage.check_chain``)."""
-    from services.blur.stage import BlurStage
-    from services.dedup.stage import DedupStage
-    from services.downloader.stage import DownloadStage
-    from services.embed.stage import EmbedStage
-    from services.safety.stage import SafetyStage
+    stage reads a column nobody before it writes (``winnow.shared.stage.check_chain``)."""
+    from winnow.services.blur.stage import BlurStage
+    from winnow.services.dedup.stage import DedupStage
+    from winnow.services.downloader.stage import DownloadStage
+    from winnow.services.embed.stage import EmbedStage
+    from winnow.services.safety.stage import SafetyStage
 
     return [DownloadStage, SafetyStage, DedupStage, BlurStage, EmbedStage]
 

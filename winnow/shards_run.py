@@ -2,7 +2,7 @@
 
 img2dataset's webdataset output (tars with or without their parquets) or DataComp's shards, local
 or ``s3://``: nothing is downloaded and no image is copied. The job's first stage, ``source``,
-writes a ledger per input shard that names the input's tar (``services.downloader.shards_import``);
+writes a ledger per input shard that names the input's tar (``winnow.services.downloader.shards_import``);
 safety, dedup, blur and embed then read the images from there, and the filter and the resharder
 follow as for a downloaded pool.
 """
@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from services.downloader.shards_import import prepare_shards_job
-from shared.jobs import JobManifest
-from shared.topics import CURATION_STAGES
+from winnow.services.downloader.shards_import import prepare_shards_job
+from winnow.shared.jobs import JobManifest
+from winnow.shared.topics import CURATION_STAGES
 
 DOWNLOAD = "download"
 

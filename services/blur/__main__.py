@@ -1,13 +1,13 @@
-"""Run the blur service: ``python -m services.blur`` (settings from ``WINNOW_*``)."""
+"""Run the blur service: ``python -m winnow.services.blur`` (settings from ``WINNOW_*``)."""
 
 from __future__ import annotations
 
-from services.blur.server import bindings
-from services.blur.stage import BlurOptions, build_stage
-from shared.config import option_fields
-from shared.curation_settings import CurationSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.blur.server import bindings
+from winnow.services.blur.stage import BlurOptions, build_stage
+from winnow.shared.config import option_fields
+from winnow.shared.curation_settings import CurationSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 
 class BlurSettings(option_fields(BlurOptions), CurationSettings):

@@ -7,11 +7,11 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.blur.stage import BlurStage
-from shared.face_blur import blur_boxes
-from shared.proto import curation_pb2, curation_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.images import decode_images
+from winnow.services.blur.stage import BlurStage
+from winnow.shared.face_blur import blur_boxes
+from winnow.shared.proto import curation_pb2, curation_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.images import decode_images
 
 SERVICE_NAME = curation_pb2.DESCRIPTOR.services_by_name["Blur"].full_name
 

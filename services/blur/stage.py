@@ -5,7 +5,7 @@ stage only annotates: the images are blurred when they are materialised, by the 
 ``face_bboxes``. With ``write_blurred_images`` (for deployments whose policy forbids unblurred
 faces at rest) it writes a tar of its kept samples with the faces blurred, which later stages and
 the resharder read instead, and then removes the job's unblurred downloader tar of that shard.
-Either way the blur is DataComp's (:mod:`shared.face_blur`). Blurring drops nothing.
+Either way the blur is DataComp's (:mod:`winnow.shared.face_blur`). Blurring drops nothing.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from shared import storage
-from shared.curation import Sample, SampleStage, Verdict
-from shared.face_blur import blur_boxes
-from shared.messages import ShardRef
-from shared.models.base import FaceDetector, ImageNeed, image_need
-from shared.models.provider import model_factory
-from shared.shards import IMAGE_FORMATS, ImageSource, image_source
+from winnow.shared import storage
+from winnow.shared.curation import Sample, SampleStage, Verdict
+from winnow.shared.face_blur import blur_boxes
+from winnow.shared.messages import ShardRef
+from winnow.shared.models.base import FaceDetector, ImageNeed, image_need
+from winnow.shared.models.provider import model_factory
+from winnow.shared.shards import IMAGE_FORMATS, ImageSource, image_source
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,16 @@
-"""Run the dedup service: ``python -m services.dedup`` (settings from ``WINNOW_*``).
+"""Run the dedup service: ``python -m winnow.services.dedup`` (settings from ``WINNOW_*``).
 
 The pool registry makes dedup stateful: run one replica per job (or per disjoint set of jobs).
 """
 
 from __future__ import annotations
 
-from services.dedup.server import bindings
-from services.dedup.stage import DedupOptions, build_stage
-from shared.config import option_fields
-from shared.curation_settings import CurationSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.dedup.server import bindings
+from winnow.services.dedup.stage import DedupOptions, build_stage
+from winnow.shared.config import option_fields
+from winnow.shared.curation_settings import CurationSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 # The pool index's options keep the names the service has always read (WINNOW_POOL_FLAT_LIMIT, ...).
 POOL_INDEX_SETTINGS = {"pool_index.flat_limit": "pool_flat_limit", "pool_index.factory": "pool_index_factory",

@@ -9,9 +9,9 @@ import numpy as np
 from rich.console import Console
 from rich.progress import track
 
-from services.dedup.index import EvalIndex
-from shared.models.registry import load_model
-from shared.service.images import decode_image
+from winnow.services.dedup.index import EvalIndex
+from winnow.shared.models.registry import load_model
+from winnow.shared.service.images import decode_image
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 

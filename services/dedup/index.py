@@ -14,7 +14,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from services.dedup.pool_index import BinaryPoolIndex, FloatPoolIndex, PoolIndexConfig, hamming_radius, sign_bits
+from winnow.services.dedup.pool_index import BinaryPoolIndex, FloatPoolIndex, PoolIndexConfig, hamming_radius, sign_bits
 
 
 def _maybe_gpu(index: faiss.Index) -> faiss.Index:

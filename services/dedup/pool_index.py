@@ -4,7 +4,7 @@ Two kinds, one interface (``add``, ``search`` by cosine, ``ntotal``); positions 
 images were added in, which is the order they were kept (first come, first kept):
 
 - ``BinaryPoolIndex``: perceptual hashes (descriptors whose entries are all +-1/sqrt(dim), see
-  ``shared.models.near_duplicates``) as packed bits in a faiss binary index. The cosine of two
+  ``winnow.shared.models.near_duplicates``) as packed bits in a faiss binary index. The cosine of two
   such descriptors is exactly ``1 - 2 * hamming / dim``, so a search at the descriptor's cosine
   threshold is a search within a Hamming radius. Both backends find every code within that
   radius: ``IndexBinaryFlat`` (a popcount scan, about 1 ns per kept hash and query) and

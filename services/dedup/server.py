@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from services.dedup.stage import DedupStage
-from shared.proto import curation_pb2, curation_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.images import decode_images
+from winnow.services.dedup.stage import DedupStage
+from winnow.shared.proto import curation_pb2, curation_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.images import decode_images
 
 SERVICE_NAME = curation_pb2.DESCRIPTOR.services_by_name["Dedup"].full_name
 

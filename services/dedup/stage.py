@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from services.dedup.index import EvalIndex, PoolRegistry
-from services.dedup.pool_index import PoolIndexConfig, sign_bits
-from shared import storage
-from shared.curation import Sample, SampleStage, Verdict
-from shared.models.base import ImageNeed, NearDuplicateDescriptor, image_need
-from shared.models.provider import model_factory
+from winnow.services.dedup.index import EvalIndex, PoolRegistry
+from winnow.services.dedup.pool_index import PoolIndexConfig, sign_bits
+from winnow.shared import storage
+from winnow.shared.curation import Sample, SampleStage, Verdict
+from winnow.shared.models.base import ImageNeed, NearDuplicateDescriptor, image_need
+from winnow.shared.models.provider import model_factory
 
 
 UID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")

@@ -1,11 +1,11 @@
-"""Run the downloader service: ``python -m services.downloader`` (settings from ``WINNOW_*``)."""
+"""Run the downloader service: ``python -m winnow.services.downloader`` (settings from ``WINNOW_*``)."""
 
 from __future__ import annotations
 
-from services.downloader.server import downloader_bindings
-from services.downloader.settings import DownloaderSettings
-from services.downloader.stage import DownloadStage
-from shared.service.runner import serve_forever
+from winnow.services.downloader.server import downloader_bindings
+from winnow.services.downloader.settings import DownloaderSettings
+from winnow.services.downloader.stage import DownloadStage
+from winnow.shared.service.runner import serve_forever
 
 
 def build(settings: DownloaderSettings):

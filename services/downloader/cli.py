@@ -1,7 +1,7 @@
 """``winnow download`` and ``winnow redownload``: img2dataset's command line, on winnow's downloader.
 
 Every option of img2dataset's ``download()`` is taken with its meaning and its default (see
-``services.downloader.options``); shards are written in the output folder as img2dataset writes
+``winnow.services.downloader.options``); shards are written in the output folder as img2dataset writes
 them. The job records its options in ``OUTPUT_FOLDER/job.json``: rerunning the same command
 resumes (finished shards are skipped, and said so); other output-changing options are refused
 unless ``--incremental_mode overwrite`` (start again) or ``extend`` (new shards after the last).
@@ -16,15 +16,15 @@ import copy
 
 from rich.console import Console
 
-from services.downloader import datacomp_upstream
-from services.downloader.job import (DATACOMP_PROFILE, IMG2DATASET_PROFILE, DownloadJob, DownloadSpec,
+from winnow.services.downloader import datacomp_upstream
+from winnow.services.downloader.job import (DATACOMP_PROFILE, IMG2DATASET_PROFILE, DownloadJob, DownloadSpec,
                                      download_job, download_refs, download_totals)
-from services.downloader.options import DATACOMP, IMG2DATASET, add_job_options, add_shared_options, parse_bool
-from services.downloader.redownload import redownload_failed
-from services.downloader.stage import TRANSIENT_REASONS, DownloadOptions
-from services.downloader.summary import failure_hints
-from shared.jobs import JobManifest
-from shared.summary import print_stage_summary
+from winnow.services.downloader.options import DATACOMP, IMG2DATASET, add_job_options, add_shared_options, parse_bool
+from winnow.services.downloader.redownload import redownload_failed
+from winnow.services.downloader.stage import TRANSIENT_REASONS, DownloadOptions
+from winnow.services.downloader.summary import failure_hints
+from winnow.shared.jobs import JobManifest
+from winnow.shared.summary import print_stage_summary
 
 _bool = parse_bool  # kept for callers of the old name
 # download_refs and download_totals are imported from here by older callers.

@@ -31,7 +31,7 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from services.downloader.stage import DownloadOptions
+from winnow.services.downloader.stage import DownloadOptions
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,8 @@ def datacomp_download_options(args: argparse.Namespace) -> DownloadOptions:
     on top: DataComp's defaults (512 px, ``keep_ratio_largest``, resize only if bigger, no hash
     verification, the faces of ``face_bboxes`` blurred unless ``--skip_bbox_blurring``), not
     ``winnow download``'s img2dataset defaults; shards in ``DIR/shards``, named ``{shard:08d}``."""
-    from services.downloader.cli import DATACOMP_PROFILE, download_options
-    from services.downloader.options import DATACOMP, add_shared_options
+    from winnow.services.downloader.cli import DATACOMP_PROFILE, download_options
+    from winnow.services.downloader.options import DATACOMP, add_shared_options
 
     given = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_shared_options(given, DATACOMP)
@@ -149,8 +149,8 @@ def download_upstream(config: UpstreamConfig, options: DownloadOptions, *, proce
 
     Returns the job manifest, or None when only the metadata was fetched.
     """
-    from services.downloader.job import download_refs
-    from services.downloader.pool import prepare_job
+    from winnow.services.downloader.job import download_refs
+    from winnow.services.downloader.pool import prepare_job
 
     metadata = fetch_metadata(config, show_progress=show_progress)
     if config.skip_shards:
@@ -184,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
     """``winnow download --scale ...``."""
     from rich.console import Console
 
-    from services.downloader.job import download_totals
-    from shared.summary import print_stage_summary
+    from winnow.services.downloader.job import download_totals
+    from winnow.shared.summary import print_stage_summary
 
     if not args.data_dir:
         raise SystemExit("winnow download: --scale needs --data_dir (shards go to DATA_DIR/shards)")

@@ -44,7 +44,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (HTTPError, IncompleteRead, LocationParseError, NameResolutionError, SSLError,
                                 TimeoutError)
 
-from shared.address_guard import AddressPolicy, BlockedAddressError
+from winnow.shared.address_guard import AddressPolicy, BlockedAddressError
 
 DEFAULT_USER_AGENT = "Mozilla/5.0 (compatible; winnow/0.1; +https://github.com/winnow-data/winnow)"
 DISALLOWED_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex", "none")

@@ -4,7 +4,7 @@
 ``train`` and ``redownload`` share; ``spec.stage_options(profile)`` makes the stage's
 ``DownloadOptions``. ``DownloadJob`` adds img2dataset's job options (input, output folder, shard
 size, processes, resuming); ``download_job`` prepares the job, downloads its unfinished shards
-with a live bar and returns what the job holds. The command line (``services.downloader.cli``)
+with a live bar and returns what the job holds. The command line (``winnow.services.downloader.cli``)
 and ``winnow.download`` only build these and report; a bad value is a ``ValueError`` here.
 """
 
@@ -22,18 +22,18 @@ import structlog
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from services.downloader.fetch import DEFAULT_USER_AGENT, FetchOptions, ProxySettings
-from services.downloader.layout import ShardLayout
-from services.downloader.options import (DATACOMP, IMG2DATASET, Defaults, only, option_differences,
+from winnow.services.downloader.fetch import DEFAULT_USER_AGENT, FetchOptions, ProxySettings
+from winnow.services.downloader.layout import ShardLayout
+from winnow.services.downloader.options import (DATACOMP, IMG2DATASET, Defaults, only, option_differences,
                                          parse_directives, parse_distributor, parse_incremental_mode,
                                          parse_output_format, recorded_options)
-from services.downloader.pool import FORMATS, prepare_job
-from services.downloader.resize import ResizeOptions
-from services.downloader.stage import DownloadOptions, DownloadStage
-from shared import storage
-from shared.jobs import JobManifest, StageTotals
-from shared.messages import ShardRef
-from shared.shards import ShardStats, is_complete
+from winnow.services.downloader.pool import FORMATS, prepare_job
+from winnow.services.downloader.resize import ResizeOptions
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage
+from winnow.shared import storage
+from winnow.shared.jobs import JobManifest, StageTotals
+from winnow.shared.messages import ShardRef
+from winnow.shared.shards import ShardStats, is_complete
 
 log = structlog.get_logger("winnow.download")
 
@@ -227,7 +227,7 @@ def download_job(job: DownloadJob, options: DownloadOptions | None = None, *, co
     options = options or job.spec.stage_options(IMG2DATASET_PROFILE)
     wandb_run = None
     if job.enable_wandb:
-        from services.downloader.wandb_log import start_wandb
+        from winnow.services.downloader.wandb_log import start_wandb
 
         wandb_run = start_wandb(job.wandb_project, job.recorded())
     manifest = prepare_download_job(job, say)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from shared import storage
-from shared.shards import CORE_SCHEMA, sample_key
+from winnow.shared import storage
+from winnow.shared.shards import CORE_SCHEMA, sample_key
 
 OUTPUT_FORMATS = ("webdataset", "files", "parquet")
 HASH_TYPES = ("md5", "sha256", "sha512")

@@ -14,10 +14,10 @@ import ast
 import json
 from dataclasses import dataclass
 
-from services.downloader.fetch import DISALLOWED_DIRECTIVES
-from services.downloader.layout import HASH_TYPES, OUTPUT_FORMATS
-from services.downloader.pool import FORMATS
-from services.downloader.resize import ENCODE_FORMATS, ResizeMode
+from winnow.services.downloader.fetch import DISALLOWED_DIRECTIVES
+from winnow.services.downloader.layout import HASH_TYPES, OUTPUT_FORMATS
+from winnow.services.downloader.pool import FORMATS
+from winnow.services.downloader.resize import ENCODE_FORMATS, ResizeMode
 
 # img2dataset's X-Robots-Tag directives (winnow's DataComp flow adds "none").
 IMG2DATASET_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
@@ -76,7 +76,7 @@ def parse_distributor(text: str) -> str:
     if text in ("pyspark", "ray"):
         raise argparse.ArgumentTypeError(
             f"{text} is not used by winnow; to spread a download over machines, run the downloader service "
-            "(python -m services.downloader) as replicas of one Kafka consumer group and submit the pool with "
+            "(python -m winnow.services.downloader) as replicas of one Kafka consumer group and submit the pool with "
             "'winnow submit' (or its SubmitPool gRPC call); on one machine use --distributor multiprocessing "
             "with --processes_count")
     raise argparse.ArgumentTypeError(f"distributor must be multiprocessing, got {text!r}")

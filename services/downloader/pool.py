@@ -30,10 +30,10 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from shared import storage
-from shared.jobs import POOL_STAGE, JobManifest
-from shared.messages import ShardRef
-from shared.shards import ShardFormatError, shard_prefix
+from winnow.shared import storage
+from winnow.shared.jobs import POOL_STAGE, JobManifest
+from winnow.shared.messages import ShardRef
+from winnow.shared.shards import ShardFormatError, shard_prefix
 
 BASE_FORMATS = ("parquet", "csv", "tsv", "json", "jsonl", "txt")
 # img2dataset's input formats: the text ones may be gzip-compressed (``csv.gz``, ...).

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Set
 from dataclasses import dataclass
 
-from services.downloader.fetch import HttpFetcher
-from services.downloader.stage import (DownloadOptions, download_sample, ledger_row, ordered_map, row_boxes,
+from winnow.services.downloader.fetch import HttpFetcher
+from winnow.services.downloader.stage import (DownloadOptions, download_sample, ledger_row, ordered_map, row_boxes,
                                       row_expected_hash, sample_files)
-from shared import storage
-from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardWriter, iter_tar_samples, read_stats, read_table
+from winnow.shared import storage
+from winnow.shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardWriter, iter_tar_samples, read_stats, read_table
 
 
 @dataclass

@@ -22,7 +22,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
-from shared.shards import IMAGE_EXTENSIONS, IMAGE_FORMATS
+from winnow.shared.shards import IMAGE_EXTENSIONS, IMAGE_FORMATS
 
 cv2.setNumThreads(1)  # parallelism comes from the downloader's threads and processes
 
@@ -227,7 +227,7 @@ def resize_image(data: bytes, options: ResizeOptions, boxes: list | None = None)
                                 options.encode_format)
         resized = None
         if boxes:
-            from shared.face_blur import blur_boxes  # DataComp's blur, shared with the resharder
+            from winnow.shared.face_blur import blur_boxes  # DataComp's blur, shared with the resharder
 
             image.load()
             image = blur_boxes(_to_rgb(image), boxes)

@@ -9,19 +9,19 @@ from dataclasses import replace
 import grpc
 import structlog
 
-from services.downloader.pool import PoolFormatError, prepare_job
-from services.downloader.resize import MIME_TYPES
-from services.downloader.shards_import import list_input_shards, prepare_shards_job
-from services.downloader.stage import DownloadStage, SampleOutcome, download_sample
-from shared import storage
-from shared.access import AccessPolicy, check_identifier
-from shared.bus.base import Bus
-from shared.jobs import JobManifest, publish_refs
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.job_progress import requested_job_root, stage_progress
-from shared.service.refusals import refusals_as_status
-from shared.shards import ShardFormatError
+from winnow.services.downloader.pool import PoolFormatError, prepare_job
+from winnow.services.downloader.resize import MIME_TYPES
+from winnow.services.downloader.shards_import import list_input_shards, prepare_shards_job
+from winnow.services.downloader.stage import DownloadStage, SampleOutcome, download_sample
+from winnow.shared import storage
+from winnow.shared.access import AccessPolicy, check_identifier
+from winnow.shared.bus.base import Bus
+from winnow.shared.jobs import JobManifest, publish_refs
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.job_progress import requested_job_root, stage_progress
+from winnow.shared.service.refusals import refusals_as_status
+from winnow.shared.shards import ShardFormatError
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +33,7 @@ class DownloaderServicer(downloader_pb2_grpc.DownloaderServicer):
     def __init__(self, stage: DownloadStage, bus: Bus, *, input_topic: str, output_uri: str,
                  samples_per_shard: int, policy: AccessPolicy | None = None) -> None:
         self.stage = stage
-        # every path in a request goes through this (shared.access); by default only the job storage
+        # every path in a request goes through this (winnow.shared.access); by default only the job storage
         self.policy = policy or AccessPolicy(read_roots=(output_uri,), write_roots=(output_uri,))
         self.bus = bus
         self.input_topic = input_topic

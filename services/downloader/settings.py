@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.downloader.fetch import DEFAULT_USER_AGENT, DISALLOWED_DIRECTIVES, FetchOptions, ProxySettings
-from services.downloader.layout import ShardLayout
-from services.downloader.resize import ResizeMode, ResizeOptions
-from services.downloader.stage import DownloadOptions
-from shared.config import ServiceSettings
-from shared.topics import shards_topic
+from winnow.services.downloader.fetch import DEFAULT_USER_AGENT, DISALLOWED_DIRECTIVES, FetchOptions, ProxySettings
+from winnow.services.downloader.layout import ShardLayout
+from winnow.services.downloader.resize import ResizeMode, ResizeOptions
+from winnow.services.downloader.stage import DownloadOptions
+from winnow.shared.config import ServiceSettings
+from winnow.shared.topics import shards_topic
 
 
 class DownloaderSettings(ServiceSettings):

@@ -43,14 +43,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from services.downloader.pool import generate_uid
-from shared import storage
-from shared.jobs import SOURCE_STAGE, JobManifest
-from shared.messages import ShardRef
-from shared.outages import is_outage
-from shared.shards import (FAILED_TO_RESIZE, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError,
+from winnow.services.downloader.pool import generate_uid
+from winnow.shared import storage
+from winnow.shared.jobs import SOURCE_STAGE, JobManifest
+from winnow.shared.messages import ShardRef
+from winnow.shared.outages import is_outage
+from winnow.shared.shards import (FAILED_TO_RESIZE, IMAGE_EXTENSIONS, SUCCESS, ImageSource, ShardFormatError,
                            ShardStats, ShardWriter, iter_tar_samples, stats_uri)
-from shared.stage import ShardStage
+from winnow.shared.stage import ShardStage
 
 #: The manifest option that says the input tars' faces are already blurred.
 IMAGES_BLURRED_OPTION = "images_blurred"

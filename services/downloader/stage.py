@@ -19,16 +19,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from services.downloader.fetch import FetchError, FetchOptions, HttpFetcher
-from services.downloader.layout import HASH_TYPES, ShardLayout
-from services.downloader.pool import DUPLICATE_OF_COLUMN, ROW_COLUMNS, first_invalid_utf8, read_pool_slice
-from shared.jobs import SHARDS_INPUT, JobManifest
-from services.downloader.resize import ResizeError, ResizeOptions, resize_image
-from services.downloader.shards_import import ShardImportStage
-from shared.messages import ShardRef
-from shared.shards import (CORE_SCHEMA, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats,
+from winnow.services.downloader.fetch import FetchError, FetchOptions, HttpFetcher
+from winnow.services.downloader.layout import HASH_TYPES, ShardLayout
+from winnow.services.downloader.pool import DUPLICATE_OF_COLUMN, ROW_COLUMNS, first_invalid_utf8, read_pool_slice
+from winnow.shared.jobs import SHARDS_INPUT, JobManifest
+from winnow.services.downloader.resize import ResizeError, ResizeOptions, resize_image
+from winnow.services.downloader.shards_import import ShardImportStage
+from winnow.shared.messages import ShardRef
+from winnow.shared.shards import (CORE_SCHEMA, FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, ShardStats,
                            ShardWriter)
-from shared.stage import ShardStage
+from winnow.shared.stage import ShardStage
 
 STAGE_NAME = "downloader"
 # Failures worth another try later; opt-outs, blocked addresses and 404s are final.

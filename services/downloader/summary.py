@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.jobs import StageTotals
+from winnow.shared.jobs import StageTotals
 
 # reason -> what the user can change about it
 FIXES = {

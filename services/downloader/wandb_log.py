@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from shared.messages import ShardRef
+from winnow.shared.messages import ShardRef
 
 
 class WandbRun:
@@ -47,7 +47,7 @@ def start_wandb(project: str, config: dict) -> WandbRun:
     except ImportError as exc:
         raise SystemExit("winnow download: --enable_wandb True needs wandb (pip install wandb); "
                          "WANDB_MODE=offline logs without an account or a network") from exc
-    from shared.shards import read_stats
+    from winnow.shared.shards import read_stats
 
     run = wandb.init(project=project, config=config, anonymous="allow")
     return WandbRun(run, read_stats)

@@ -1,4 +1,4 @@
-"""Run the embed service: ``python -m services.embed`` (settings from ``WINNOW_*``).
+"""Run the embed service: ``python -m winnow.services.embed`` (settings from ``WINNOW_*``).
 
 ``WINNOW_CLIP_MODELS`` maps model keys to open_clip models, as JSON, e.g.
 ``{"b32": {"arch": "ViT-B-32", "pretrained": "openai"}, "l14": {"arch": "ViT-L-14", "pretrained": "openai"}}``.
@@ -8,12 +8,12 @@ spec's ``triton_model``).
 
 from __future__ import annotations
 
-from services.embed.server import bindings
-from services.embed.stage import EmbedOptions, build_stage
-from shared.config import option_fields
-from shared.curation_settings import CurationSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.embed.server import bindings
+from winnow.services.embed.stage import EmbedOptions, build_stage
+from winnow.shared.config import option_fields
+from winnow.shared.curation_settings import CurationSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 class EmbedSettings(option_fields(EmbedOptions), CurationSettings):
     service_name: str = "embed"

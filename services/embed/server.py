@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 
-from services.embed.stage import EmbedStage
-from shared.proto import curation_pb2, curation_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.images import check_count, decode_images
+from winnow.services.embed.stage import EmbedStage
+from winnow.shared.proto import curation_pb2, curation_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.images import check_count, decode_images
 
 SERVICE_NAME = curation_pb2.DESCRIPTOR.services_by_name["Embed"].full_name
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from shared.curation import Sample, SampleStage, Verdict
-from shared.models.base import ClipEncoder, ImageNeed, image_need
-from shared.models.provider import clip_factory
+from winnow.shared.curation import Sample, SampleStage, Verdict
+from winnow.shared.models.base import ClipEncoder, ImageNeed, image_need
+from winnow.shared.models.provider import clip_factory
 
 #: DataComp's two CLIP models: the key names the shard's columns and sidecar arrays.
 DATACOMP_CLIP_MODELS = {"b32": {"arch": "ViT-B-32", "pretrained": "openai"},

@@ -1,13 +1,13 @@
-"""Run the evaluator service: ``python -m services.evaluator`` (settings from ``WINNOW_*``)."""
+"""Run the evaluator service: ``python -m winnow.services.evaluator`` (settings from ``WINNOW_*``)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from services.evaluator.service import EvaluatorStage, bindings
-from shared.config import ServiceSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.evaluator.service import EvaluatorStage, bindings
+from winnow.shared.config import ServiceSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 
 class EvaluatorSettings(ServiceSettings):

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.evaluator.data import EvalDataError, ImageTextEncoder, hf_image, hf_rows
-from services.evaluator.metrics import jaccard, winogavil_scores
+from winnow.services.evaluator.data import EvalDataError, ImageTextEncoder, hf_image, hf_rows
+from winnow.services.evaluator.metrics import jaccard, winogavil_scores
 
 COLUMNS = ["candidate_images", "cue", "candidates", "associations"]
 

@@ -26,8 +26,8 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from services.evaluator.local_sets import FASHION_MNIST_KEY, OPENCLIPART_KEY
-from services.evaluator.run import ENV_DATA_DIR, evaluate_run, evaluation_data_dir
+from winnow.services.evaluator.local_sets import FASHION_MNIST_KEY, OPENCLIPART_KEY
+from winnow.services.evaluator.run import ENV_DATA_DIR, evaluate_run, evaluation_data_dir
 
 
 def add_parser(subparsers) -> None:
@@ -69,7 +69,7 @@ def add_parser(subparsers) -> None:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
-    from services.evaluator.evaluate import results_tables
+    from winnow.services.evaluator.evaluate import results_tables
 
     console = Console()
     results, paths = evaluate_run(args.train_output_dir, data_dir=args.data_dir, output_dir=args.output_dir,
@@ -86,7 +86,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
 
 
 def build_command(args: argparse.Namespace) -> int:
-    from services.evaluator.local_sets import build_local_sets
+    from winnow.services.evaluator.local_sets import build_local_sets
 
     built = build_local_sets(args.out, fashion_mnist_size=args.fashion_mnist_size, retrieval_size=args.retrieval_size,
                              samples_per_shard=args.samples_per_shard, sets=args.sets)
@@ -97,8 +97,8 @@ def build_command(args: argparse.Namespace) -> int:
 
 
 def images_command(args: argparse.Namespace) -> int:
-    from services.evaluator.data import export_images
-    from services.evaluator.tasks import load_suite
+    from winnow.services.evaluator.data import export_images
+    from winnow.services.evaluator.tasks import load_suite
 
     data_dir = evaluation_data_dir(args.data_dir)
     counts = export_images(data_dir, args.out, [t.wds_dir for t in load_suite().select(args.tasks)])
@@ -112,8 +112,8 @@ def images_command(args: argparse.Namespace) -> int:
 
 
 def list_command(args: argparse.Namespace) -> int:
-    from services.evaluator.evaluate import locate
-    from services.evaluator.tasks import load_suite
+    from winnow.services.evaluator.evaluate import locate
+    from winnow.services.evaluator.tasks import load_suite
 
     data_dir = evaluation_data_dir(args.data_dir)
     suite = load_suite()

@@ -21,8 +21,8 @@ from typing import Any
 
 import structlog
 
-from services.evaluator.data import ImageTextEncoder, WdsEvalSet, hf_arrow_files
-from services.evaluator.tasks import Task, TaskSuite, load_suite
+from winnow.services.evaluator.data import ImageTextEncoder, WdsEvalSet, hf_arrow_files
+from winnow.services.evaluator.tasks import Task, TaskSuite, load_suite
 
 log = structlog.get_logger("evaluator")
 
@@ -132,7 +132,7 @@ def load_encoder(model, arch: str | None = None, device: str | None = None, batc
         return model
     if not arch:
         raise ValueError(f"to evaluate the checkpoint {model} give its architecture (e.g. arch='ViT-B-32')")
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     if device is None:
         import torch
@@ -190,20 +190,20 @@ def run_task(task: Task, encoder: ImageTextEncoder, data_root: str | Path, batch
 
 def _dispatch(task: Task, encoder: ImageTextEncoder, source_kind: str, source, batch_size: int) -> tuple[dict, int]:
     if task.kind == "zeroshot_classification":
-        from services.evaluator.zeroshot import evaluate_zeroshot_classification
+        from winnow.services.evaluator.zeroshot import evaluate_zeroshot_classification
 
         return evaluate_zeroshot_classification(encoder, source, batch_size)
     if task.kind == "retrieval":
-        from services.evaluator.retrieval import evaluate_retrieval, hf_retrieval_samples
+        from winnow.services.evaluator.retrieval import evaluate_retrieval, hf_retrieval_samples
 
         samples = source.retrieval_samples() if source_kind == "wds" else hf_retrieval_samples(source)
         return evaluate_retrieval(encoder, samples, batch_size)
     if task.kind == "association":
-        from services.evaluator.association import evaluate_association, hf_association_rows
+        from winnow.services.evaluator.association import evaluate_association, hf_association_rows
 
         return evaluate_association(encoder, hf_association_rows(source))
     if task.kind in ("wilds", "fairness"):
-        from services.evaluator.grouped import evaluate_grouped
+        from winnow.services.evaluator.grouped import evaluate_grouped
 
         return evaluate_grouped(encoder, source, task.grouping, batch_size)
     raise ValueError(f"no evaluator for task kind {task.kind!r}")

@@ -21,11 +21,11 @@ from collections import defaultdict
 
 import numpy as np
 
-from services.evaluator.data import EvalDataError, ImageTextEncoder, WdsEvalSet
-from services.evaluator.metrics import (classification_metrics, group_ids, group_means, macro_f1, macro_recall,
+from winnow.services.evaluator.data import EvalDataError, ImageTextEncoder, WdsEvalSet
+from winnow.services.evaluator.metrics import (classification_metrics, group_ids, group_means, macro_f1, macro_recall,
                                         standard_group_eval, target_ranks)
-from services.evaluator.tasks import Grouping
-from services.evaluator.zeroshot import classify_set, run_classification, zero_shot_classifier
+from winnow.services.evaluator.tasks import Grouping
+from winnow.services.evaluator.zeroshot import classify_set, run_classification, zero_shot_classifier
 
 FAIRFACE_OBJECTIVES = ("race", "gender", "age", "toxic")
 _INVALID_LOGIT = -1e9

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from services.evaluator.data import EvalDataError, ImageTextEncoder, batched, hf_image, hf_rows
-from services.evaluator.metrics import RETRIEVAL_KS, retrieval_recall
+from winnow.services.evaluator.data import EvalDataError, ImageTextEncoder, batched, hf_image, hf_rows
+from winnow.services.evaluator.metrics import RETRIEVAL_KS, retrieval_recall
 
 
 def hf_retrieval_samples(files: list[Path]) -> Iterator[tuple[np.ndarray, list[str]]]:

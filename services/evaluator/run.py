@@ -1,7 +1,7 @@
 """Evaluating a training run: which model and checkpoint, where results go, resuming a partial run.
 
 The work behind ``winnow evaluate`` and the evaluator service, with typed parameters; the CLI only
-parses and prints. The layout it reads and writes is described in :mod:`services.evaluator.cli`.
+parses and prints. The layout it reads and writes is described in :mod:`winnow.services.evaluator.cli`.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def evaluate_run(train_output_dir: str | Path, *, data_dir: str | Path | None = 
     ``data_dir`` defaults to ``$WINNOW_EVAL_DATA``; results go to ``output_dir`` (default: the run's
     folder); ``say`` receives a line per task as it finishes.
     """
-    from services.evaluator.evaluate import datacomp_line, evaluate, read_datacomp_lines
+    from winnow.services.evaluator.evaluate import datacomp_line, evaluate, read_datacomp_lines
 
     data_dir = evaluation_data_dir(data_dir)
     arch, chosen = resolve_model(train_output_dir, model, checkpoint)

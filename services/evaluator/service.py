@@ -14,14 +14,14 @@ from pathlib import Path
 
 import grpc
 
-from services.evaluator.run import SUMMARY_FILE, evaluate_run
-from shared import storage
-from shared.access import AccessPolicy, check_identifier
-from shared.messages import ShardRef, make_ref
-from shared.proto import training_pb2, training_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.refusals import refusals_as_status
-from shared.stage import JobStage
+from winnow.services.evaluator.run import SUMMARY_FILE, evaluate_run
+from winnow.shared import storage
+from winnow.shared.access import AccessPolicy, check_identifier
+from winnow.shared.messages import ShardRef, make_ref
+from winnow.shared.proto import training_pb2, training_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.refusals import refusals_as_status
+from winnow.shared.stage import JobStage
 
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name
 
@@ -71,7 +71,7 @@ def summary_message(summary: dict) -> training_pb2.EvaluationResults:
 class EvaluatorServicer(training_pb2_grpc.EvaluatorServicer):
     def __init__(self, stage: EvaluatorStage, policy: AccessPolicy) -> None:
         self.stage = stage
-        self.policy = policy  # every path in a request goes through it (shared.access)
+        self.policy = policy  # every path in a request goes through it (winnow.shared.access)
 
     def Evaluate(self, request, context):
         if not request.train_output_dir and not request.checkpoint:

@@ -3,7 +3,7 @@
 Each class's weight is the mean of its L2-normalised prompt embeddings (one prompt per template,
 ``template.format(c=classname)``), normalised again; an image's logits are ``100 * image @ W``.
 Works with any encoder that has ``embed_images`` and ``embed_texts`` (e.g.
-:class:`shared.models.clip.OpenClipEncoder`).
+:class:`winnow.shared.models.clip.OpenClipEncoder`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.evaluator.data import EvalDataError, ImageTextEncoder, WdsEvalSet, batched
-from services.evaluator.metrics import classification_metrics
+from winnow.services.evaluator.data import EvalDataError, ImageTextEncoder, WdsEvalSet, batched
+from winnow.services.evaluator.metrics import classification_metrics
 
 LOGIT_SCALE = 100.0
 _TEXTS_PER_CALL = 4096

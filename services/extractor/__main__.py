@@ -1,4 +1,4 @@
-"""Run the extractor service: ``python -m services.extractor`` (settings from ``WINNOW_*``).
+"""Run the extractor service: ``python -m winnow.services.extractor`` (settings from ``WINNOW_*``).
 
 It consumes crawl-file references (``winnow.crawl``, queued by ``SubmitCrawl`` or
 ``winnow extract --submit``) and publishes one pool shard per file to the downloader's topic.
@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from services.extractor.captions import CaptionRules
-from services.extractor.extract import ExtractOptions
-from services.extractor.server import extractor_bindings
-from services.extractor.stage import ExtractStage
-from shared.config import ServiceSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
-from shared.topics import CRAWL_TOPIC
+from winnow.services.extractor.captions import CaptionRules
+from winnow.services.extractor.extract import ExtractOptions
+from winnow.services.extractor.server import extractor_bindings
+from winnow.services.extractor.stage import ExtractStage
+from winnow.shared.config import ServiceSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
+from winnow.shared.topics import CRAWL_TOPIC
 
 
 class ExtractorSettings(ServiceSettings):

@@ -33,7 +33,7 @@ import uuid
 import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 
-from shared import storage
+from winnow.shared import storage
 
 CLAIMS_DIR = ("extractor", "claims")
 DIGEST = np.dtype("S16")

@@ -24,15 +24,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.extractor.crawl_job import CrawlJob, prepare_crawl_job
-from shared.jobs import publish_refs
-from services.extractor.extract import ExtractOptions, FileStats
-from services.extractor.captions import CaptionRules
-from services.extractor.pool_shard import job_file_stats, sum_file_stats
-from services.extractor.segments import COMMON_CRAWL_PREFIX, expand_inputs, is_segment_list
-from services.extractor.stage import ExtractStage
-from shared.messages import ShardRef
-from shared.topics import CRAWL_TOPIC, TOPIC_PARTITIONS
+from winnow.services.extractor.crawl_job import CrawlJob, prepare_crawl_job
+from winnow.shared.jobs import publish_refs
+from winnow.services.extractor.extract import ExtractOptions, FileStats
+from winnow.services.extractor.captions import CaptionRules
+from winnow.services.extractor.pool_shard import job_file_stats, sum_file_stats
+from winnow.services.extractor.segments import COMMON_CRAWL_PREFIX, expand_inputs, is_segment_list
+from winnow.services.extractor.stage import ExtractStage
+from winnow.shared.messages import ShardRef
+from winnow.shared.topics import CRAWL_TOPIC, TOPIC_PARTITIONS
 
 
 def add_parser(subparsers) -> None:
@@ -75,7 +75,7 @@ def run_extract(args: argparse.Namespace) -> int:
                             source=_absolute(lists[0]) if len(lists) == 1 else "")
     console = Console()
     if args.submit:
-        from shared.bus import open_bus
+        from winnow.shared.bus import open_bus
 
         bus = open_bus(args.kafka, client_id="winnow-extract", partitions=TOPIC_PARTITIONS)
         try:

@@ -3,7 +3,7 @@
     {job_root}/crawl.json              the files (shard i = files[i]) and the extraction options
     {job_root}/job.json                the job manifest every stage reads, written after crawl.json
     {job_root}/pool/{i:08d}.parquet    file i's kept pairs, then {i:08d}_stats.json
-    {job_root}/extractor/claims/       the cross-file dedup log (services.extractor.claims)
+    {job_root}/extractor/claims/       the cross-file dedup log (winnow.services.extractor.claims)
 
 The shard count is known when the job is submitted: one shard per crawl file, an empty shard
 for a file that holds no usable image. Every ShardRef the extractor passes on carries it, so
@@ -22,11 +22,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from services.extractor.claims import ClaimStoreUnsupported, supports_claims
-from services.extractor.extract import ExtractOptions
-from shared import storage
-from shared.jobs import JobManifest
-from shared.messages import ShardRef, make_ref
+from winnow.services.extractor.claims import ClaimStoreUnsupported, supports_claims
+from winnow.services.extractor.extract import ExtractOptions
+from winnow.shared import storage
+from winnow.shared.jobs import JobManifest
+from winnow.shared.messages import ShardRef, make_ref
 
 CRAWL_MANIFEST = "crawl.json"
 CRAWL_STAGE = "crawl"  # the stage of the refs on the crawl topic: their uri is a crawl file

@@ -10,7 +10,7 @@ and non-empty after normalisation (``empty_alt``), a fetchable URL (``no_src``, 
 ``http_status``, ``not_html``, ``parse_error``, ``bad_wat_json``, ``record_error``, ...);
 problems that were handled without losing the page are counted as ``issues``.
 
-The uid is the downloader's own (``services.downloader.pool.generate_uid``): the 128-bit
+The uid is the downloader's own (``winnow.services.downloader.pool.generate_uid``): the 128-bit
 BLAKE2b hash of url and caption, so a pool keeps its uids whichever service computed them.
 """
 
@@ -26,12 +26,12 @@ import structlog
 from fastwarc.warc import WarcRecord, WarcRecordType
 from resiliparse.parse.html import HTMLParserException
 
-from services.downloader.pool import generate_uid
-from services.extractor.captions import CaptionRules, caption_or_reason
-from services.extractor.html_page import FoundImage, has_img_tag, html_images
-from services.extractor.reader import CrawlReadError, iter_records, open_crawl_file
-from services.extractor.urls import image_url
-from services.extractor.wat_page import NotAPage, wat_images
+from winnow.services.downloader.pool import generate_uid
+from winnow.services.extractor.captions import CaptionRules, caption_or_reason
+from winnow.services.extractor.html_page import FoundImage, has_img_tag, html_images
+from winnow.services.extractor.reader import CrawlReadError, iter_records, open_crawl_file
+from winnow.services.extractor.urls import image_url
+from winnow.services.extractor.wat_page import NotAPage, wat_images
 
 log = structlog.get_logger(__name__)
 

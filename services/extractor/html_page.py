@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from resiliparse.parse.html import HTMLTree
 
-from services.extractor.charset import decode_html
-from services.extractor.urls import page_base
+from winnow.services.extractor.charset import decode_html
+from winnow.services.extractor.urls import page_base
 
 _HAS_IMG = re.compile(rb"<img", re.IGNORECASE)
 

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from services.extractor.extract import FileStats, ImageText
-from shared import storage
-from shared.jobs import POOL_STAGE
-from shared.shards import DROPPED, SUCCESS, ShardStats, stats_uri
+from winnow.services.extractor.extract import FileStats, ImageText
+from winnow.shared import storage
+from winnow.shared.jobs import POOL_STAGE
+from winnow.shared.shards import DROPPED, SUCCESS, ShardStats, stats_uri
 
 POOL_SCHEMA = pa.schema([(name, pa.string()) for name in ImageText._fields])
 STAGE_NAME = "extractor"

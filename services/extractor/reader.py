@@ -19,8 +19,8 @@ from collections.abc import Iterator
 
 from fastwarc.warc import ArchiveIterator, WarcRecord
 
-from shared import storage
-from shared.shards import ShardFormatError
+from winnow.shared import storage
+from winnow.shared.shards import ShardFormatError
 
 RAW_CHUNK = 1 << 16
 MAX_INFLATE_CHUNK = 1 << 22  # bytes inflated per step: a gzip bomb cannot take the memory

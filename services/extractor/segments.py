@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 
-from shared import storage
+from winnow.shared import storage
 
 COMMON_CRAWL_PREFIX = "https://data.commoncrawl.org/"
 LIST_SUFFIXES = (".paths", ".paths.gz")

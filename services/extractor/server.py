@@ -7,21 +7,21 @@ import uuid
 import grpc
 import structlog
 
-from services.extractor.claims import ClaimStoreUnsupported
-from services.extractor.crawl_job import CrawlJob, prepare_crawl_job
-from shared.jobs import publish_refs
-from services.extractor.extract import ExtractOptions, FileStats, extract_file
-from services.extractor.pool_shard import job_file_stats, pool_parquet, sum_file_stats
-from services.extractor.reader import CrawlFileMissing, CrawlReadError
-from services.extractor.segments import COMMON_CRAWL_PREFIX, check_crawl_file, read_segment_list
-from services.extractor.stage import ExtractStage
-from shared import storage
-from shared.access import AccessPolicy, check_identifier
-from shared.bus.base import Bus
-from shared.proto import extractor_pb2, extractor_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.job_progress import requested_job_root, stage_progress
-from shared.service.refusals import refusals_as_status
+from winnow.services.extractor.claims import ClaimStoreUnsupported
+from winnow.services.extractor.crawl_job import CrawlJob, prepare_crawl_job
+from winnow.shared.jobs import publish_refs
+from winnow.services.extractor.extract import ExtractOptions, FileStats, extract_file
+from winnow.services.extractor.pool_shard import job_file_stats, pool_parquet, sum_file_stats
+from winnow.services.extractor.reader import CrawlFileMissing, CrawlReadError
+from winnow.services.extractor.segments import COMMON_CRAWL_PREFIX, check_crawl_file, read_segment_list
+from winnow.services.extractor.stage import ExtractStage
+from winnow.shared import storage
+from winnow.shared.access import AccessPolicy, check_identifier
+from winnow.shared.bus.base import Bus
+from winnow.shared.proto import extractor_pb2, extractor_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.job_progress import requested_job_root, stage_progress
+from winnow.shared.service.refusals import refusals_as_status
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +41,7 @@ class ExtractorServicer(extractor_pb2_grpc.ExtractorServicer):
     def __init__(self, stage: ExtractStage, bus: Bus, *, input_topic: str, output_uri: str,
                  policy: AccessPolicy | None = None) -> None:
         self.stage = stage
-        # every path in a request goes through this (shared.access); by default only the job storage
+        # every path in a request goes through this (winnow.shared.access); by default only the job storage
         self.policy = policy or AccessPolicy(read_roots=(output_uri,), write_roots=(output_uri,))
         self.bus = bus
         self.input_topic = input_topic

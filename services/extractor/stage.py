@@ -13,16 +13,16 @@ from collections.abc import Callable
 
 import structlog
 
-from services.extractor.claims import ClaimLog
-from services.extractor.crawl_job import CRAWL_STAGE, CrawlJob
-from services.extractor.extract import ExtractOptions, extract_file
-from services.extractor.pool_shard import STAGE_NAME, shard_stats, write_pool_shard
-from shared import storage
-from shared.jobs import POOL_STAGE
-from shared.messages import ShardRef, make_ref
-from shared.service.metrics import record_shard_stats
-from shared.shards import ShardFormatError, ShardStats, is_complete, read_stats, shard_prefix
-from shared.stage import ShardStage
+from winnow.services.extractor.claims import ClaimLog
+from winnow.services.extractor.crawl_job import CRAWL_STAGE, CrawlJob
+from winnow.services.extractor.extract import ExtractOptions, extract_file
+from winnow.services.extractor.pool_shard import STAGE_NAME, shard_stats, write_pool_shard
+from winnow.shared import storage
+from winnow.shared.jobs import POOL_STAGE
+from winnow.shared.messages import ShardRef, make_ref
+from winnow.shared.service.metrics import record_shard_stats
+from winnow.shared.shards import ShardFormatError, ShardStats, is_complete, read_stats, shard_prefix
+from winnow.shared.stage import ShardStage
 
 log = structlog.get_logger(__name__)
 

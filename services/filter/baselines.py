@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from shared.models.base import LanguageIdentifier
+from winnow.shared.models.base import LanguageIdentifier
 
 ENGLISH = "en"
 BASIC_MIN_WORDS = 3  # DataComp: number of words > 2

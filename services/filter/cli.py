@@ -16,7 +16,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
-from services.filter.apply import ARCHS, BASELINES, DEFAULT_NUM_CLUSTERS, LANGUAGE_MODELS, FilterConfig, apply_filter
+from winnow.services.filter.apply import ARCHS, BASELINES, DEFAULT_NUM_CLUSTERS, LANGUAGE_MODELS, FilterConfig, apply_filter
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Why a filter removed each candidate: its criteria, counted, and a reason per dropped row.
 
-A filter's keep-mask comes from the rules in ``services.filter.baselines`` (or from a user's
+A filter's keep-mask comes from the rules in ``winnow.services.filter.baselines`` (or from a user's
 function); this module only explains it. Each baseline is described as an ordered list of
 criteria (a name and the mask of candidates that pass it); a dropped candidate is attributed
 to the *first* criterion it fails, and one it fails none of (the rule's last, costliest test,
@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared import storage
+from winnow.shared import storage
 
 CRITERIA_SUFFIX = ".criteria.json"
 DROPPED_SUFFIX = ".dropped.parquet"

@@ -28,8 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared import storage
-from shared.shards import SUCCESS
+from winnow.shared import storage
+from winnow.shared.shards import SUCCESS
 
 log = logging.getLogger(__name__)
 

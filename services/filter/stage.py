@@ -17,12 +17,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 
-from services.filter.apply import FilterConfig, apply_filter
-from services.reshard.resharder import ReshardConfig, reshard
-from shared import storage
-from shared.messages import ShardRef, make_ref
-from shared.shards import is_complete, shard_prefix
-from shared.stage import JobStage
+from winnow.services.filter.apply import FilterConfig, apply_filter
+from winnow.services.reshard.resharder import ReshardConfig, reshard
+from winnow.shared import storage
+from winnow.shared.messages import ShardRef, make_ref
+from winnow.shared.shards import is_complete, shard_prefix
+from winnow.shared.stage import JobStage
 
 DONE_MARKER = "_done.json"
 

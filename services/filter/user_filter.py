@@ -18,7 +18,7 @@ The contract is one function::
   dropped rows; a dropped row without one gets the function's name as its reason.
 
 winnow does the rest: the subset ``.npy`` of the kept uids, the counts per reason beside it
-(``services.filter.criteria``), and the resharding.
+(``winnow.services.filter.criteria``), and the resharding.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shared import storage
+from winnow.shared import storage
 
 _SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 

@@ -1,8 +1,8 @@
-"""Run a stage plugin as a service: ``python -m services.plugin`` (or ``winnow-stage``).
+"""Run a stage plugin as a service: ``python -m winnow.services.plugin`` (or ``winnow-stage``).
 
     WINNOW_STAGE_PLUGIN=sharpness WINNOW_STAGE_OPTIONS='{"min_sharpness": "50"}' \\
     WINNOW_INPUT_TOPIC=winnow.shards.downloader WINNOW_OUTPUT_TOPIC=winnow.shards.sharpness \\
-    WINNOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m services.plugin
+    WINNOW_KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:9092 python -m winnow.services.plugin
 
 The same shell as winnow's own stages: the bus worker (at-least-once, retries, dead-letter
 topic), gRPC health (SERVING after the stage's ``setup()``), metrics and SIGTERM. The consumer
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from shared.config import ServiceSettings
-from shared.service.runner import serve_forever
-from shared.stage_plugins import load_stage
+from winnow.shared.config import ServiceSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.stage_plugins import load_stage
 
 
 class PluginStageSettings(ServiceSettings):

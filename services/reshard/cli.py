@@ -14,7 +14,7 @@ import argparse
 
 from rich.console import Console
 
-from services.reshard.resharder import ReshardConfig, reshard
+from winnow.services.reshard.resharder import ReshardConfig, reshard
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:

@@ -13,7 +13,7 @@ faces can be blurred on the way, from the ``face_bboxes`` column. Here:
   ``face_bboxes`` are blurred as the samples are written (``blur_faces=None``, the default).
   ``blur_faces=True`` blurs any input's ``face_bboxes`` not known to be blurred (DataComp's
   ``--apply-blur``, for img2dataset shards), ``False`` never blurs.
-- Output shards are winnow shards (``shared.shards.ShardWriter``): ``{shard:08d}.tar`` with new
+- Output shards are winnow shards (``winnow.shared.shards.ShardWriter``): ``{shard:08d}.tar`` with new
   img2dataset keys (so repeats get distinct keys), a parquet row per written sample carrying
   the input row's columns plus ``source_key``, and ``_stats.json`` last. Every shard holds
   ``shard_size`` samples except the last one of each worker.
@@ -39,10 +39,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shared.subset import SubsetIndex, load_subset, uids_from_hex
-from shared.face_blur import blur_encoded
-from shared import storage
-from shared.shards import (
+from winnow.shared.subset import SubsetIndex, load_subset, uids_from_hex
+from winnow.shared.face_blur import blur_encoded
+from winnow.shared import storage
+from winnow.shared.shards import (
     CORE_SCHEMA,
     IMAGE_EXTENSIONS,
     IMAGES_METADATA,

@@ -1,13 +1,13 @@
-"""Run the safety service: ``python -m services.safety`` (settings from ``WINNOW_*``)."""
+"""Run the safety service: ``python -m winnow.services.safety`` (settings from ``WINNOW_*``)."""
 
 from __future__ import annotations
 
-from services.safety.server import bindings
-from services.safety.stage import SafetyOptions, build_stage
-from shared.config import option_fields
-from shared.curation_settings import CurationSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.safety.server import bindings
+from winnow.services.safety.stage import SafetyOptions, build_stage
+from winnow.shared.config import option_fields
+from winnow.shared.curation_settings import CurationSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 
 class SafetySettings(option_fields(SafetyOptions), CurationSettings):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.safety.stage import SafetyStage
-from shared.proto import curation_pb2, curation_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.images import check_count, decode_images
+from winnow.services.safety.stage import SafetyStage
+from winnow.shared.proto import curation_pb2, curation_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.images import check_count, decode_images
 
 SERVICE_NAME = curation_pb2.DESCRIPTOR.services_by_name["Safety"].full_name
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from shared.curation import Sample, SampleStage, Verdict
-from shared.models.base import ImageNeed, ImageNSFW, TextToxicity, image_need
-from shared.models.provider import model_factory
-from shared.models.registry import preset
+from winnow.shared.curation import Sample, SampleStage, Verdict
+from winnow.shared.models.base import ImageNeed, ImageNSFW, TextToxicity, image_need
+from winnow.shared.models.provider import model_factory
+from winnow.shared.models.registry import preset
 
 
 @dataclass(frozen=True)

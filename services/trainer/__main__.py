@@ -1,13 +1,13 @@
-"""Run the trainer service: ``python -m services.trainer`` (settings from ``WINNOW_*``)."""
+"""Run the trainer service: ``python -m winnow.services.trainer`` (settings from ``WINNOW_*``)."""
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from services.trainer.service import TrainerStage, bindings
-from shared.config import ServiceSettings
-from shared.service.runner import serve_forever
-from shared.topics import shards_topic
+from winnow.services.trainer.service import TrainerStage, bindings
+from winnow.shared.config import ServiceSettings
+from winnow.shared.service.runner import serve_forever
+from winnow.shared.topics import shards_topic
 
 
 class TrainerSettings(ServiceSettings):

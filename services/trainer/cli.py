@@ -3,7 +3,7 @@
     winnow train --scale small --data_dir train/clip30 --output_dir runs --exp_name clip30
     winnow train --scale small --data_dir a --data_dir b --data_weights 0.7 0.3 --output_dir runs ...
     winnow train --scale small --data_dir jobs/j1 --data_dir s3://bucket/shards/ --data_dir extra.parquet ...
-    torchrun --nproc_per_node 8 -m services.trainer.train --scale medium --data_dir ... (same options)
+    torchrun --nproc_per_node 8 -m winnow.services.trainer.train --scale medium --data_dir ... (same options)
 
 The scale fixes the model, the samples seen, the global batch size and the learning-rate schedule
 (DataComp's debug, small, medium, large, xlarge, or winnow's tiny; or a scale .json file). A run
@@ -23,11 +23,11 @@ import argparse
 
 from rich.console import Console
 
-from services.downloader.cli import add_download_options, download_options
-from services.downloader.pool import FORMATS
-from services.trainer.scales import available_scales
-from services.trainer.sources import PoolOptions
-from services.trainer.train import PRECISIONS, TrainConfig, train
+from winnow.services.downloader.cli import add_download_options, download_options
+from winnow.services.downloader.pool import FORMATS
+from winnow.services.trainer.scales import available_scales
+from winnow.services.trainer.sources import PoolOptions
+from winnow.services.trainer.train import PRECISIONS, TrainConfig, train
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -122,9 +122,9 @@ def train_command(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The options of ``winnow train`` without the ``winnow`` command (``python -m``, torchrun)."""
-    from shared.logs import configure_logging
+    from winnow.shared.logs import configure_logging
 
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m services.trainer.train", description=__doc__,
+    parser = add_arguments(argparse.ArgumentParser(prog="python -m winnow.services.trainer.train", description=__doc__,
                                                    formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--log_level", default="INFO")
     args = parser.parse_args(argv)

@@ -2,7 +2,7 @@
 
 No pretrained CLIP ships inside a package, so winnow trains its own: Debian's openclipart-png
 (clip art with titles as captions), minus the files held out for the openclipart retrieval
-evaluation (``services.evaluator.is_eval_holdout``), at 64 px with ``winnow-tiny-ViT``. The final
+evaluation (``winnow.services.evaluator.is_eval_holdout``), at 64 px with ``winnow-tiny-ViT``. The final
 weights go to ``{models_dir}/winnow-tiny-clip.pt`` with a JSON of how they were made and their
 evaluation figures, where ``--clip_model b32=winnow-tiny-ViT:{that file}`` picks them up.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from services.evaluator.local_sets import OPENCLIPART_DIR, clipart_title, is_eval_holdout
-from shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
+from winnow.services.evaluator.local_sets import OPENCLIPART_DIR, clipart_title, is_eval_holdout
+from winnow.shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
 
 MODEL_FILE = "winnow-tiny-clip.pt"
 _MAX_FILE_BYTES = 400_000  # the package also holds 100+ megapixel drawings: skip them
@@ -88,7 +88,7 @@ def train_offline_clip(workdir: Path, models_dir: Path, samples_seen: int = 60_0
     """Build the set, train, evaluate when ``eval_data`` is given, save weights and figures."""
     import torch
 
-    from services.trainer.train import TrainConfig, train
+    from winnow.services.trainer.train import TrainConfig, train
 
     data = build_openclipart_training_set(workdir / "openclipart")
     scale = workdir / "offline_clip_scale.json"
@@ -99,7 +99,7 @@ def train_offline_clip(workdir: Path, models_dir: Path, samples_seen: int = 60_0
     report = {"model": "winnow-tiny-ViT", "training_samples": data.samples, "samples_seen": trained.samples_seen,
               "final_loss": trained.final_loss, "evaluation": {}}
     if eval_data:
-        from services.evaluator.evaluate import evaluate
+        from winnow.services.evaluator.evaluate import evaluate
 
         results = evaluate(str(trained.checkpoint), eval_data, ["local"], arch="winnow-tiny-ViT")
         report["evaluation"] = {t.key: {"metric": t.main_metric, "score": t.score} for t in results.tasks}

@@ -1,11 +1,11 @@
 """The trainer as a service: training runs in child processes, followed through gRPC and the bus.
 
-A run is ``python -m services.trainer.train`` in its own process (so a run can be cancelled, and
+A run is ``python -m winnow.services.trainer.train`` in its own process (so a run can be cancelled, and
 a service restart loses nothing: open_clip resumes the run from its latest checkpoint). Its
 state is read from the run's folder: ``sources.json`` (the data sources as resolved), ``out.log``
 (loss, samples seen), ``checkpoints/`` and ``info.json`` (written when it ends).
 
-A run's data sources are any that ``winnow train`` takes (``services.trainer.sources``): shard
+A run's data sources are any that ``winnow train`` takes (``winnow.services.trainer.sources``): shard
 folders local or on object storage, winnow job folders, pool files (downloaded by the run into
 its folder first), patterns. ``StartRun`` refuses, as INVALID_ARGUMENT, a source that does not
 exist and weights that do not fit, before anything starts.
@@ -28,15 +28,15 @@ from pathlib import Path
 import grpc
 import structlog
 
-from services.trainer.scales import load_scale
-from services.trainer.sources import check_sources
-from services.trainer.train import latest_checkpoint, plan_run, read_loss_history
-from shared.access import AccessPolicy, check_identifier
-from shared.messages import ShardRef, make_ref
-from shared.proto import training_pb2, training_pb2_grpc
-from shared.service.grpc_server import ServiceBinding
-from shared.service.refusals import refusals_as_status
-from shared.stage import JobStage
+from winnow.services.trainer.scales import load_scale
+from winnow.services.trainer.sources import check_sources
+from winnow.services.trainer.train import latest_checkpoint, plan_run, read_loss_history
+from winnow.shared.access import AccessPolicy, check_identifier
+from winnow.shared.messages import ShardRef, make_ref
+from winnow.shared.proto import training_pb2, training_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding
+from winnow.shared.service.refusals import refusals_as_status
+from winnow.shared.stage import JobStage
 
 log = structlog.get_logger(__name__)
 SERVICE_NAME = training_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name
@@ -64,7 +64,7 @@ class Run:
         return Path(self.output_dir) / self.exp_name
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "services.trainer.train", "--scale", self.scale, "--output_dir",
+        command = [sys.executable, "-m", "winnow.services.trainer.train", "--scale", self.scale, "--output_dir",
                    self.output_dir, "--exp_name", self.exp_name, "--num_checkpoints", str(self.num_checkpoints),
                    "--seed", str(self.seed), "--workers", str(self.workers)]
         for data_dir in self.data_dirs:
@@ -200,7 +200,7 @@ class TrainerStage(JobStage):
 class TrainerServicer(training_pb2_grpc.TrainerServicer):
     def __init__(self, stage: TrainerStage, policy: AccessPolicy | None = None) -> None:
         self.stage = stage
-        # every path in a request goes through this (shared.access): no 'pipe:' unless the operator allows it
+        # every path in a request goes through this (winnow.shared.access): no 'pipe:' unless the operator allows it
         self.policy = policy or AccessPolicy(read_roots=(stage.output_dir,), write_roots=(stage.output_dir,))
 
     def StartRun(self, request, context):

@@ -5,7 +5,7 @@ A source is one of (``Source.kind``):
 - ``shards``: a folder of img2dataset-style shards ``NNNNN.tar``, local or on anything fsspec
   opens (``s3://bucket/prefix/``). When the folder holds winnow's ``_stats.json`` completion
   markers only finished shards are used; without markers (img2dataset, DataComp) every tar is.
-- ``job``: a winnow job folder (``job.json``, see ``shared.jobs``): its resharded subset
+- ``job``: a winnow job folder (``job.json``, see ``winnow.shared.jobs``): its resharded subset
   ``reshard/`` when that has finished shards, else the furthest pipeline stage that has some.
 - ``pool``: a pool file (parquet, CSV, TSV, JSON lines, text; or a folder of parquet files) of
   url and caption: downloaded with winnow's own downloader stage into
@@ -15,7 +15,7 @@ A source is one of (``Source.kind``):
   webdataset as it is.
 
 Shards on object storage reach webdataset as ``pipe:`` commands that stream each tar through
-fsspec (``python -m services.trainer.sources cat URL``): the interpreter that runs training is
+fsspec (``python -m winnow.services.trainer.sources cat URL``): the interpreter that runs training is
 the one command sure to exist wherever it runs, and fsspec takes its credentials from the
 environment, as the rest of winnow does.
 
@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from shared import storage
-from shared.topics import CURATION_STAGES
+from winnow.shared import storage
+from winnow.shared.topics import CURATION_STAGES
 
 if TYPE_CHECKING:
-    from services.downloader.stage import DownloadOptions
+    from winnow.services.downloader.stage import DownloadOptions
 
 log = structlog.get_logger(__name__)
 
@@ -249,7 +249,7 @@ def source_names(specs: Sequence[str]) -> list[str]:
 
 def _remote_pattern(url: str) -> str:
     """A ``pipe:`` command that streams ``url`` (braces allowed: open_clip expands them first) through fsspec."""
-    return f"pipe:{shlex.quote(sys.executable)} -m services.trainer.sources cat {shlex.quote(url)}"
+    return f"pipe:{shlex.quote(sys.executable)} -m winnow.services.trainer.sources cat {shlex.quote(url)}"
 
 
 def _webdataset_pattern(uri: str) -> str:
@@ -418,7 +418,7 @@ def _shard_folder_source(name: str, spec: str, kind: str, folder: str, detail: s
 def job_shard_folder(job_root: str) -> tuple[str, str]:
     """The folder a job source trains on, and why: ``reshard/`` with finished shards, else the
     furthest stage with finished shards."""
-    from shared.jobs import JobManifest
+    from winnow.shared.jobs import JobManifest
 
     root = job_root.rstrip("/") or job_root
     try:
@@ -482,8 +482,8 @@ def _pattern_source(name: str, spec: str, *, count: bool, weight: float | None) 
 
 def _wait_for_download(job_root: str, poll_s: float = DOWNLOAD_POLL_S) -> None:
     """Another rank downloads the pool; wait for its manifest and every shard's marker."""
-    from shared.jobs import MANIFEST, JobManifest
-    from shared.shards import is_complete, shard_prefix
+    from winnow.shared.jobs import MANIFEST, JobManifest
+    from winnow.shared.shards import is_complete, shard_prefix
 
     log.info("waiting_for_pool_download", job_root=job_root)
     while not storage.exists(storage.join(job_root, MANIFEST)):
@@ -500,11 +500,11 @@ def download_pool(spec: str, job_root: str, options: PoolOptions, *, job_id: str
     Shards already finished there are not fetched again; a pool with no rows, or none that
     could be downloaded, is an error.
     """
-    from services.downloader.pool import prepare_job
-    from services.downloader.stage import DownloadOptions, DownloadStage
-    from shared.service.embedded import run_pipeline
-    from shared.jobs import JobManifest, stage_totals
-    from shared.shards import is_complete, shard_prefix
+    from winnow.services.downloader.pool import prepare_job
+    from winnow.services.downloader.stage import DownloadOptions, DownloadStage
+    from winnow.shared.service.embedded import run_pipeline
+    from winnow.shared.jobs import JobManifest, stage_totals
+    from winnow.shared.shards import is_complete, shard_prefix
 
     options.validate()
     if JobManifest.exists(job_root):
@@ -634,7 +634,7 @@ def train_data(sources: Sequence[Source]) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------
-# python -m services.trainer.sources cat URL
+# python -m winnow.services.trainer.sources cat URL
 
 
 def cat(url: str, out=None) -> None:
@@ -648,10 +648,10 @@ def cat(url: str, out=None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m services.trainer.sources cat URL``."""
+    """``python -m winnow.services.trainer.sources cat URL``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) != 2 or argv[0] != "cat":
-        print("usage: python -m services.trainer.sources cat URL", file=sys.stderr)
+        print("usage: python -m winnow.services.trainer.sources cat URL", file=sys.stderr)
         return 2
     try:
         cat(argv[1])

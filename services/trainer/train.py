@@ -1,8 +1,8 @@
 """CLIP training on winnow's shards, as DataComp trains: open_clip's own training loop, in process.
 
-``train(config)`` turns a scale (``services.trainer.scales``) and a list of shard sources into
+``train(config)`` turns a scale (``winnow.services.trainer.scales``) and a list of shard sources into
 the argument list that DataComp's ``train.py`` gives ``open_clip_train.main.main`` and runs it in
-this process, so ``torchrun --nproc_per_node N -m services.trainer.train ...`` works unchanged
+this process, so ``torchrun --nproc_per_node N -m winnow.services.trainer.train ...`` works unchanged
 (open_clip sets up the process group from torchrun's environment; on GPUs only: open_clip gives
 DistributedDataParallel ``device_ids``, which torch refuses for CPU modules). DataComp's rules:
 
@@ -13,7 +13,7 @@ DistributedDataParallel ``device_ids``, which torch refuses for CPU modules). Da
 - the scale's batch size is global: each rank takes ``batch_size // (world_size * accum_freq)``;
 - ``--local-loss --gather-with-grad --ddp-static-graph`` (nothing in a single process), and
   ``--grad-checkpointing`` on GPUs;
-- several sources (``services.trainer.sources``: shard folders local or on object storage, winnow
+- several sources (``winnow.services.trainer.sources``: shard folders local or on object storage, winnow
   job folders, pools downloaded first, patterns) are mixed as DataComp's ``--data_weights`` say:
   a weight is the proportion of samples drawn from its source; they become open_clip's per-shard
   ``--train-data-upsampling-factors`` through the sources' sample counts. Without weights
@@ -47,10 +47,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.trainer import sources as data_sources
-from services.trainer.scales import Scale, resolve_scale
-from services.trainer.progress import TrainConsole
-from services.trainer.sources import PoolOptions, Source
+from winnow.services.trainer import sources as data_sources
+from winnow.services.trainer.scales import Scale, resolve_scale
+from winnow.services.trainer.progress import TrainConsole
+from winnow.services.trainer.sources import PoolOptions, Source
 
 log = logging.getLogger(__name__)
 
@@ -364,7 +364,7 @@ def run_open_clip(args: list[str]) -> None:
     """``open_clip_train.main.main(args)`` in this process, its exits turned into exceptions."""
     from open_clip_train.main import main as open_clip_main
 
-    from shared.models.clip import register_winnow_configs
+    from winnow.shared.models.clip import register_winnow_configs
 
     register_winnow_configs()
     with _open_clip_logging():
@@ -382,7 +382,7 @@ def train(config: TrainConfig) -> TrainResult:
     import open_clip
     from open_clip_train.distributed import world_info_from_env
 
-    from shared.models.clip import register_winnow_configs
+    from winnow.shared.models.clip import register_winnow_configs
 
     config.validate()
     scale = resolve_scale(config.scale)
@@ -467,8 +467,8 @@ def sources_record(sources: Sequence[Source]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m services.trainer.train`` (and torchrun): the ``winnow train`` options."""
-    from services.trainer.cli import main as cli_main
+    """``python -m winnow.services.trainer.train`` (and torchrun): the ``winnow train`` options."""
+    from winnow.services.trainer.cli import main as cli_main
 
     return cli_main(argv)
 

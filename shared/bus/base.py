@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.outages import DependencyUnavailable
+from winnow.shared.outages import DependencyUnavailable
 
 
 class BusUnavailable(DependencyUnavailable):

@@ -17,7 +17,7 @@ from kafka.errors import CommitFailedError, KafkaConnectionError, KafkaTimeoutEr
     TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from shared.bus.base import BusUnavailable, Message
+from winnow.shared.bus.base import BusUnavailable, Message
 
 # kafka-python's errors that mean "the broker cannot be reached now", not "this request is wrong".
 _UNREACHABLE = (KafkaConnectionError, KafkaTimeoutError, RetriableError)

@@ -7,7 +7,7 @@ import threading
 import zlib
 from collections import defaultdict
 
-from shared.bus.base import Message
+from winnow.shared.bus.base import Message
 
 
 class InProcessBus:

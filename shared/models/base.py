@@ -1,12 +1,12 @@
 """The narrow interfaces stages depend on. Each has an in-process implementation (real weights)
-and a Triton-backed one (``shared.triton.remote``) with identical inputs and outputs.
+and a Triton-backed one (``winnow.shared.triton.remote``) with identical inputs and outputs.
 
 Images cross these interfaces as ``uint8`` RGB arrays of shape ``(H, W, 3)``; batches are lists,
 since sizes differ. Scores are ``float32`` arrays with one entry per input.
 
 An image model may say how much of an image it looks at (``image_need``, an :class:`ImageNeed`):
 a stage whose every model says so decodes a JPEG at the smallest DCT scale that keeps that much
-(:mod:`shared.image_decode`). A model without it gets every image at its stored size.
+(:mod:`winnow.shared.image_decode`). A model without it gets every image at its stored size.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models.base import ImageNeed
+from winnow.shared.models.base import ImageNeed
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 _registered = threading.Lock()
@@ -36,7 +36,7 @@ class OpenClipEncoder:
     """An open_clip model in inference mode; images and texts in, L2-normalised embeddings out.
 
     ``image_fit`` is the side ``S`` when the image preprocessing begins with
-    :func:`shared.triton.contract.fit_image` at ``S`` (open_clip's default), else ``None``: a
+    :func:`winnow.shared.triton.contract.fit_image` at ``S`` (open_clip's default), else ``None``: a
     Triton client may then send the fitted ``S x S`` image instead of the original, for the same
     embedding.
     """
@@ -95,7 +95,7 @@ class OpenClipEncoder:
 def leading_fit(preprocess) -> int | None:
     """``S`` if ``preprocess`` starts with torchvision's ``Resize(S, bicubic)`` and ``CenterCrop(S)``, else ``None``.
 
-    Those two steps are :func:`shared.triton.contract.fit_image` (which the tests check pixel for
+    Those two steps are :func:`winnow.shared.triton.contract.fit_image` (which the tests check pixel for
     pixel) and leave an ``S x S`` image as it is. Only the exact torchvision classes count: a
     subclass, another interpolation, a ``max_size`` or a crop of another size may behave otherwise.
     """

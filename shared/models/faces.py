@@ -26,8 +26,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from shared.models._checks import check_images, package_file
-from shared.models.base import ImageNeed
+from winnow.shared.models._checks import check_images, package_file
+from winnow.shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 

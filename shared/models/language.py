@@ -29,7 +29,7 @@ import logging
 import time
 from pathlib import Path
 
-from shared.models._checks import check_texts
+from winnow.shared.models._checks import check_texts
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ import math
 import numpy as np
 from PIL import Image
 
-from shared.models._checks import check_images
-from shared.models.base import ImageNeed
+from winnow.shared.models._checks import check_images
+from winnow.shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from shared.models._checks import check_images, check_texts
-from shared.models.base import ImageNeed
+from winnow.shared.models._checks import check_images, check_texts
+from winnow.shared.models.base import ImageNeed
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ def _detoxify_layout(loaded: dict, where) -> tuple[dict, list[str]]:
 class ClipL14NSFW:
     """P(nsfw) from LAION's CLIP-based NSFW detector on CLIP ViT-L/14 image embeddings.
 
-    The head (:class:`shared.models.production_nets.ClipNSFWHead`) takes L2-normalised OpenAI
+    The head (:class:`winnow.shared.models.production_nets.ClipNSFWHead`) takes L2-normalised OpenAI
     ViT-L/14 image embeddings, which ``encoder`` computes: by default
     ``OpenClipEncoder("ViT-L-14", "openai")``, the model DataComp's ``l14`` scores come from.
     Where those embeddings exist already (the embed stage's ``l14_img``),
@@ -260,7 +260,7 @@ class ClipL14NSFW:
     def __init__(self, weights_path: str | Path | None = None, encoder=None, device: str = "cpu") -> None:
         import torch
 
-        from shared.models.production_nets import CLIP_L14_DIM, ClipNSFWHead
+        from winnow.shared.models.production_nets import CLIP_L14_DIM, ClipNSFWHead
 
         start = time.perf_counter()
         state = _read_checkpoint(weights_path, "clip-l14-nsfw", "CLIP NSFW head")
@@ -270,7 +270,7 @@ class ClipL14NSFW:
         self._head = head.to(self.device).eval()
         self._torch = torch
         if encoder is None:
-            from shared.models.clip import OpenClipEncoder
+            from winnow.shared.models.clip import OpenClipEncoder
 
             encoder = OpenClipEncoder("ViT-L-14", "openai", device=device)
         if getattr(encoder, "dim", None) != CLIP_L14_DIM:
@@ -401,7 +401,7 @@ class Isc21Descriptor:
 
     The network is the ``isc_feature_extractor`` package's: timm's ``tf_efficientnetv2_m_in21ft1k``
     (``features_only``), GeM pooling with p = 1, a bias-free fc to 256, BatchNorm1d, L2
-    normalisation (:class:`shared.models.production_nets.IscNet`). Preprocessing is the
+    normalisation (:class:`winnow.shared.models.production_nets.IscNet`). Preprocessing is the
     package's: bilinear resize to ``input_size`` x ``input_size`` (512, stored in the checkpoint's
     ``args``), aspect ratio not kept, then the backbone's mean and std (0.5, 0.5, 0.5). The
     checkpoint is the training script's (``arch``, ``args``, ``state_dict`` with DataParallel's
@@ -419,7 +419,7 @@ class Isc21Descriptor:
         import timm
         import torch
 
-        from shared.models.production_nets import IscNet
+        from winnow.shared.models.production_nets import IscNet
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")

@@ -9,7 +9,7 @@ published checkpoints so their state dicts load as they are.
   ``isc_feature_extractor/model.py``): a timm ``features_only`` backbone, GeM pooling of its last
   feature map, a bias-free linear layer to 256, BatchNorm1d and L2 normalisation.
 
-This module imports torch at the top; ``shared.models.production`` imports it only when a
+This module imports torch at the top; ``winnow.shared.models.production`` imports it only when a
 loader is built.
 """
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from shared.models.registry import load_model
+from winnow.shared.models.registry import load_model
 
 _clients: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -20,7 +20,7 @@ def triton_client(url: str):
     """One shared Triton client per URL, ready before it is returned."""
     with _lock:
         if url not in _clients:
-            from shared.triton.client import TritonClient
+            from winnow.shared.triton.client import TritonClient
 
             _clients[url] = TritonClient(url)
         return _clients[url]
@@ -37,10 +37,10 @@ def clip_factory(arch: str, pretrained: str | None, triton_url: str = "", triton
                  device: str = "cpu") -> Callable[[], Any]:
     def make():
         if triton_url:
-            from shared.triton import remote
+            from winnow.shared.triton import remote
 
             return remote.remote_model("clip", triton_client(triton_url), triton_model)
-        from shared.models.clip import OpenClipEncoder
+        from winnow.shared.models.clip import OpenClipEncoder
 
         return OpenClipEncoder(arch, pretrained, device=device)
 

@@ -75,6 +75,6 @@ def load_model(kind: str, name: str, triton=None, **overrides: Any):
     chosen = preset(kind, name)
     if triton is None:
         return chosen.build(**overrides)
-    from shared.triton import remote
+    from winnow.shared.triton import remote
 
     return remote.remote_model(kind, triton, chosen.triton_model)

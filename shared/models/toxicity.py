@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.models._checks import check_texts, package_file
+from winnow.shared.models._checks import check_texts, package_file
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from shared.bus import InProcessBus
-from shared.jobs import POOL_STAGE, JobManifest, StageTotals, publish_refs, stage_totals
-from shared.messages import DeadLetter, decode_ref
-from shared.service.worker import ShardWorker
-from shared.stage import POOL_COLUMNS, Stage, check_chain
-from shared.topics import shards_topic
+from winnow.shared.bus import InProcessBus
+from winnow.shared.jobs import POOL_STAGE, JobManifest, StageTotals, publish_refs, stage_totals
+from winnow.shared.messages import DeadLetter, decode_ref
+from winnow.shared.service.worker import ShardWorker
+from winnow.shared.stage import POOL_COLUMNS, Stage, check_chain
+from winnow.shared.topics import shards_topic
 
 
 @dataclass
@@ -39,7 +39,7 @@ def run_pipeline(manifest: JobManifest, stages: list[Stage], *, workers_per_stag
                  known_stages: Iterable[Stage | type[Stage]] = ()) -> RunResult:
     """Run ``stages`` in order over the job's pool slices; returns per-stage totals.
 
-    Before any worker starts, the chain is checked (``shared.stage.check_chain``): each stage must
+    Before any worker starts, the chain is checked (``winnow.shared.stage.check_chain``): each stage must
     find the ledger columns it reads among ``available_columns`` (those of what the first stage
     reads: a pool's by default) and the columns of the stages before it; ``known_stages`` may be
     named in the error as writers of a missing column.

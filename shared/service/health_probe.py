@@ -1,12 +1,12 @@
-"""``python -m shared.service.health_probe``: exit 0 iff a service's gRPC health check says SERVING.
+"""``python -m winnow.shared.service.health_probe``: exit 0 iff a service's gRPC health check says SERVING.
 
 The container health check of every winnow service (docker/Dockerfile, docker-compose.yml): it
 asks the standard ``grpc.health.v1.Health/Check`` on the service's own gRPC port, so it needs no
 binary beyond the image's Python. A service answers SERVING only once its stage is set up (models
 loaded), and NOT_SERVING again while it stops.
 
-    python -m shared.service.health_probe                      # port from WINNOW_GRPC_ADDRESS
-    python -m shared.service.health_probe --port 50052 [--service NAME] [--timeout 3]
+    python -m winnow.shared.service.health_probe                      # port from WINNOW_GRPC_ADDRESS
+    python -m winnow.shared.service.health_probe --port 50052 [--service NAME] [--timeout 3]
 
 Exit status: 0 SERVING; 1 anything else (NOT_SERVING, an unknown service name, no answer in time,
 nothing listening), which is what Docker's HEALTHCHECK and Kubernetes' exec probes expect. The
@@ -63,7 +63,7 @@ def port_from_environment(environ: dict[str, str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.service.health_probe",
+    parser = argparse.ArgumentParser(prog="python -m winnow.shared.service.health_probe",
                                      description="exit 0 iff the gRPC health check answers SERVING")
     parser.add_argument("--port", type=int, default=0, help=f"default: the port of ${ADDRESS_ENV}")
     parser.add_argument("--host", default="127.0.0.1")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import grpc
 
-from shared import storage
-from shared.access import AccessPolicy, check_identifier
-from shared.jobs import job_stages, stage_totals
-from shared.proto import downloader_pb2
-from shared.service.refusals import refusals_as_status
+from winnow.shared import storage
+from winnow.shared.access import AccessPolicy, check_identifier
+from winnow.shared.jobs import job_stages, stage_totals
+from winnow.shared.proto import downloader_pb2
+from winnow.shared.service.refusals import refusals_as_status
 
 
 def requested_job_root(request, context: grpc.ServicerContext, policy: AccessPolicy, output_uri: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram, start_http_server
 
-from shared.shards import ShardStats
+from winnow.shared.shards import ShardStats
 
 SAMPLES = Counter("winnow_samples_total", "Samples a stage finished, by status and reason",
                   ["stage", "status", "reason"])

@@ -1,4 +1,4 @@
-"""gRPC status codes for the access checks of ``shared.access``: refusals never reach a stage."""
+"""gRPC status codes for the access checks of ``winnow.shared.access``: refusals never reach a stage."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from shared.access import AccessDenied, InvalidReference
+from winnow.shared.access import AccessDenied, InvalidReference
 
 
 @contextlib.contextmanager

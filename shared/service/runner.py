@@ -11,13 +11,13 @@ from pathlib import Path
 
 import structlog
 
-from shared.bus import Bus, open_bus
-from shared.config import ServiceSettings
-from shared.logs import configure_logging
-from shared.service.grpc_server import ServiceBinding, create_server, set_serving
-from shared.service.metrics import serve_metrics
-from shared.service.worker import ShardWorker
-from shared.stage import Stage
+from winnow.shared.bus import Bus, open_bus
+from winnow.shared.config import ServiceSettings
+from winnow.shared.logs import configure_logging
+from winnow.shared.service.grpc_server import ServiceBinding, create_server, set_serving
+from winnow.shared.service.metrics import serve_metrics
+from winnow.shared.service.worker import ShardWorker
+from winnow.shared.stage import Stage
 
 log = structlog.get_logger(__name__)
 

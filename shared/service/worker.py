@@ -7,7 +7,7 @@ the offset. A failed shard is republished with ``attempt + 1`` after a backoff; 
 on. A message that is not a ShardRef at all goes to the dead-letter topic at once.
 
 Outages are not the shard's fault. A shard that fails because a dependency is down (Triton
-restarting, the object store unreachable: ``shared.outages.is_outage``) is tried again in place,
+restarting, the object store unreachable: ``winnow.shared.outages.is_outage``) is tried again in place,
 with backoff, for up to ``dependency_wait_s`` before it spends a delivery attempt; and when the
 broker itself is unreachable the worker drops its consumer, reports that it is not consuming, and
 joins the group again once the broker answers, from the committed offsets, so nothing is lost.
@@ -22,12 +22,12 @@ from collections.abc import Callable
 
 import structlog
 
-from shared.access import AccessDenied, InvalidReference
-from shared.bus.base import Bus, BusUnavailable, Consumer, Message
-from shared.messages import DeadLetter, PoisonMessage, ShardRef, decode_ref, encode_ref, message_key
-from shared.outages import is_outage
-from shared.service.metrics import SHARD_SECONDS, SHARDS
-from shared.shards import ShardFormatError
+from winnow.shared.access import AccessDenied, InvalidReference
+from winnow.shared.bus.base import Bus, BusUnavailable, Consumer, Message
+from winnow.shared.messages import DeadLetter, PoisonMessage, ShardRef, decode_ref, encode_ref, message_key
+from winnow.shared.outages import is_outage
+from winnow.shared.service.metrics import SHARD_SECONDS, SHARDS
+from winnow.shared.shards import ShardFormatError
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +70,7 @@ class ShardWorker:
         self.dependency_wait_s = dependency_wait_s
         self.on_consuming = on_consuming or (lambda consuming: None)
         self.consuming = False
-        # checks a message's paths before the stage touches them (shared.access); None = trust them
+        # checks a message's paths before the stage touches them (winnow.shared.access); None = trust them
         self.admit = admit
         self.stop_event = threading.Event()
         self.processed = 0

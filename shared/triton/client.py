@@ -24,7 +24,7 @@ import structlog
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from shared.outages import DependencyUnavailable
+from winnow.shared.outages import DependencyUnavailable
 
 log = structlog.get_logger(__name__)
 

@@ -106,7 +106,7 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class KindSignature:
-    method: str  # the interface method (shared.models.base) the model is called through
+    method: str  # the interface method (winnow.shared.models.base) the model is called through
     item: str  # TEXT or IMAGE: what one row carries
     outputs: tuple[TensorSpec, ...]
     needs_dim: bool = False

@@ -12,7 +12,7 @@ Failures stay with their request: a row that does not decode fails its request w
 requests that really fail get an ``INTERNAL`` error. The server and the other requests go on.
 
 Tensors cross the stub by DLPack only (``np.from_dlpack`` in, ``Tensor.from_dlpack`` out): the
-bundled stub's own numpy conversions are wrong under numpy 2 (see :mod:`shared.triton.contract`).
+bundled stub's own numpy conversions are wrong under numpy 2 (see :mod:`winnow.shared.triton.contract`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils  # provided by the python backend's stub
 
-from shared.models import base
-from shared.triton import contract
-from shared.triton.contract import ModelKind
+from winnow.shared.models import base
+from winnow.shared.triton import contract
+from winnow.shared.triton.contract import ModelKind
 
 _PROTOCOLS = {
     ModelKind.TEXT_TOXICITY: base.TextToxicity,

@@ -1,16 +1,16 @@
-"""Triton-backed implementations of the model interfaces in :mod:`shared.models.base`.
+"""Triton-backed implementations of the model interfaces in :mod:`winnow.shared.models.base`.
 
-Each takes a :class:`~shared.triton.client.TritonClient` and the name of a served model, reads the
+Each takes a :class:`~winnow.shared.triton.client.TritonClient` and the name of a served model, reads the
 model's configuration once (its kind, batch size and, for embeddings, ``dim`` and ``threshold``)
 and then answers exactly as the in-process class does: same inputs, same outputs, same checks.
 
 Inputs are cut into requests of at most the model's ``max_batch_size`` rows, sent together
-(:meth:`~shared.triton.client.TritonClient.infer_many`) for the server's dynamic batcher to merge.
-Images travel as lossless raw frames (:func:`shared.triton.contract.encode_image`), zero-padded
+(:meth:`~winnow.shared.triton.client.TritonClient.infer_many`) for the server's dynamic batcher to merge.
+Images travel as lossless raw frames (:func:`winnow.shared.triton.contract.encode_image`), zero-padded
 to the widest of their request; consecutive images of similar size share a request, and an image
 that would make the padding cost more than half again the pixels starts a new one. A model that
 declares an image fit (``winnow_image_fit``, e.g. a CLIP image tower) gets each image fitted
-first (:func:`shared.triton.contract.fit_image`): the same answer from a fraction of the bytes,
+first (:func:`winnow.shared.triton.contract.fit_image`): the same answer from a fraction of the bytes,
 and all of one size, so the requests are full batches.
 """
 
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from shared.models._checks import check_images, check_texts
-from shared.models.base import ImageNeed
-from shared.triton import contract
-from shared.triton.client import TritonClient
-from shared.triton.contract import ModelKind
+from winnow.shared.models._checks import check_images, check_texts
+from winnow.shared.models.base import ImageNeed
+from winnow.shared.triton import contract
+from winnow.shared.triton.client import TritonClient
+from winnow.shared.triton.contract import ModelKind
 
 MAX_REQUEST_BYTES = 64 * 1024 * 1024  # a request holds at least one image, however large
 _PADDING_ALLOWANCE = 1.5  # padded bytes / real bytes above which images go to separate requests

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 
 import winnow
-from services.downloader.options import IMG2DATASET_OPTIONS
-from shared.shards import read_table
-from shared.subset import load_subset
+from winnow.services.downloader.options import IMG2DATASET_OPTIONS
+from winnow.shared.shards import read_table
+from winnow.shared.subset import load_subset
 from winnow.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -208,7 +208,7 @@ STEPS, BATCH = 4, 32
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     pytest.importorskip("open_clip_train")
-    from services.trainer.scales import load_scale
+    from winnow.services.trainer.scales import load_scale
     from tests.trainer.data import write_clipart_shards
 
     shards = tmp_path_factory.mktemp("api-shards")
@@ -230,7 +230,7 @@ def test_train_runs_a_tiny_clip(trained):
 
 
 def test_evaluate_scores_the_run_as_the_command_does(trained, tmp_path):
-    from services.evaluator.local_sets import FASHION_MNIST_DIR, build_local_sets
+    from winnow.services.evaluator.local_sets import FASHION_MNIST_DIR, build_local_sets
 
     if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("needs the Debian package dataset-fashion-mnist")

@@ -34,10 +34,10 @@ from kafka import KafkaConsumer
 
 from winnow.ops.devstack.stack import Stack, StackOptions
 from winnow.ops.devstack.status import collect
-from shared.messages import decode_ref
-from shared.outages import is_outage
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import image_source, iter_tar_samples, read_table
+from winnow.shared.messages import decode_ref
+from winnow.shared.outages import is_outage
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.shards import image_source, iter_tar_samples, read_table
 from winnow.ops.topology import service
 from tests.infra.images import openclipart_images
 

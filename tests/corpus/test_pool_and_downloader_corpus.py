@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.fetch import FetchOptions
-from services.downloader.pool import prepare_job
-from services.downloader.resize import ResizeOptions
-from services.downloader.stage import DownloadOptions, DownloadStage
-from shared.shards import read_table
+from winnow.services.downloader.fetch import FetchOptions
+from winnow.services.downloader.pool import prepare_job
+from winnow.services.downloader.resize import ResizeOptions
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage
+from winnow.shared.shards import read_table
 from tests.corpus.conftest import LOOPBACK, run_winnow, unvalidated_strings
 
 UIDS = [f"{i:032x}" for i in range(1, 9)]

@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import read_table
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.shards import read_table
 from tests.e2e.processes import ServiceProcess, free_port
 from tests.corpus.conftest import LOOPBACK, run_winnow, unvalidated_strings
 
@@ -343,7 +343,7 @@ def test_the_downloader_service_gives_every_row_the_reason_winnow_run_gave(corpu
            "WINNOW_SAMPLES_PER_SHARD": str(len(corpus_run.rows) // 2),
            "WINNOW_TIMEOUT": str(TIMEOUT_S), "WINNOW_TOTAL_TIMEOUT": str(TOTAL_TIMEOUT_S), "WINNOW_RETRIES": "0",
            "WINNOW_TOPIC_PARTITIONS": "2"}
-    service = ServiceProcess("services.downloader", env, tmp_path / "downloader.log", port).start()
+    service = ServiceProcess("winnow.services.downloader", env, tmp_path / "downloader.log", port).start()
     try:
         service.wait_healthy()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

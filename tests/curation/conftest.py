@@ -15,9 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.fetch import FetchOptions
-from services.downloader.pool import prepare_job
-from services.downloader.stage import DownloadOptions, DownloadStage
+from winnow.services.downloader.fetch import FetchOptions
+from winnow.services.downloader.pool import prepare_job
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage
 from tests.infra.images import near_copy, openclipart_images, skimage_photos
 
 TOXIC = "you are a stupid worthless idiot and everyone hates you"

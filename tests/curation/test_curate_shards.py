@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.jobs import JobManifest
-from shared.shards import image_source, read_table
-from shared.subset import load_subset
+from winnow.shared.jobs import JobManifest
+from winnow.shared.shards import image_source, read_table
+from winnow.shared.subset import load_subset
 from winnow.cli import main
 
 pytestmark = pytest.mark.slow

@@ -9,10 +9,10 @@ import argparse
 import pyarrow as pa
 import pytest
 
-from services.dedup.cli import build_index
-from services.dedup.stage import DedupOptions, DedupStage
-from shared.models.provider import model_factory
-from shared.shards import read_stats, read_table
+from winnow.services.dedup.cli import build_index
+from winnow.services.dedup.stage import DedupOptions, DedupStage
+from winnow.shared.models.provider import model_factory
+from winnow.shared.shards import read_stats, read_table
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.dedup.index import PoolRegistry
-from services.dedup.pool_index import BinaryPoolIndex, PoolIndexConfig, hamming_radius, sign_bits
-from shared.models.near_duplicates import PerceptualHashDescriptor
+from winnow.services.dedup.index import PoolRegistry
+from winnow.services.dedup.pool_index import BinaryPoolIndex, PoolIndexConfig, hamming_radius, sign_bits
+from winnow.shared.models.near_duplicates import PerceptualHashDescriptor
 
 
 def _real_images() -> list[np.ndarray]:
@@ -165,9 +165,9 @@ def test_sign_bits_and_radius():
 def test_the_stage_commits_each_shard_before_its_marker(downloaded, tmp_path):
     import sqlite3
 
-    from services.dedup.stage import DedupOptions, DedupStage
-    from shared.models.provider import model_factory
-    from shared.shards import read_table
+    from winnow.services.dedup.stage import DedupOptions, DedupStage
+    from winnow.shared.models.provider import model_factory
+    from winnow.shared.shards import read_table
 
     _, refs = downloaded
     stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions(registry_dir=str(tmp_path / "reg")))

@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pytest
 
-from services.embed.stage import EmbedStage
-from shared.models.clip import OpenClipEncoder
-from shared.models.provider import clip_factory
-from shared.shards import read_table
+from winnow.services.embed.stage import EmbedStage
+from winnow.shared.models.clip import OpenClipEncoder
+from winnow.shared.models.provider import clip_factory
+from winnow.shared.shards import read_table
 
 
 def test_embeddings_and_scores_line_up_with_the_ledger(downloaded, tiny_clip_checkpoint):

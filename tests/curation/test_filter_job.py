@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from services.filter.apply import FilterConfig
-from services.filter.stage import FilterOptions, FilterStage
-from shared.messages import make_ref
+from winnow.services.filter.apply import FilterConfig
+from winnow.services.filter.stage import FilterOptions, FilterStage
+from winnow.shared.messages import make_ref
 
 
 def _ref(manifest, shard_id: int):

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.image_decode import decode_rgb
-from shared.models.base import ImageNeed, image_need
-from shared.models.provider import model_factory
-from shared.models.registry import preset
+from winnow.shared.image_decode import decode_rgb
+from winnow.shared.models.base import ImageNeed, image_need
+from winnow.shared.models.provider import model_factory
+from winnow.shared.models.registry import preset
 from tests.infra.images import make_jpeg_corpus, skimage_photos
 
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from services.blur.stage import BlurOptions, BlurStage
-from services.safety.stage import SafetyOptions, SafetyStage
-from shared.models.provider import model_factory
-from shared.shards import ImageSource, image_source, iter_tar_samples, read_stats, read_table
+from winnow.services.blur.stage import BlurOptions, BlurStage
+from winnow.services.safety.stage import SafetyOptions, SafetyStage
+from winnow.shared.models.provider import model_factory
+from winnow.shared.shards import ImageSource, image_source, iter_tar_samples, read_stats, read_table
 from tests.infra.images import skimage_photos
 
 
@@ -119,17 +119,17 @@ def test_each_service_reads_its_stages_options_with_their_defaults(module, optio
     """The service's settings are made from the stage's options: no default is declared twice."""
     import importlib
 
-    settings = importlib.import_module(f"services.{module}.__main__")
-    stage = importlib.import_module(f"services.{module}.stage")
+    settings = importlib.import_module(f"winnow.services.{module}.__main__")
+    stage = importlib.import_module(f"winnow.services.{module}.stage")
     settings_class = next(v for k, v in vars(settings).items() if k.endswith("Settings") and k != "CurationSettings")
     assert settings_class().options() == getattr(stage, options)()
 
 
 def test_the_service_environment_keeps_its_names(monkeypatch):
-    from services.blur.__main__ import BlurSettings
-    from services.dedup.__main__ import DedupSettings
-    from services.embed.__main__ import EmbedSettings
-    from services.safety.__main__ import SafetySettings
+    from winnow.services.blur.__main__ import BlurSettings
+    from winnow.services.dedup.__main__ import DedupSettings
+    from winnow.services.embed.__main__ import EmbedSettings
+    from winnow.services.safety.__main__ import SafetySettings
 
     for key, value in {"WINNOW_TOXICITY_THRESHOLD": "0.3", "WINNOW_BATCH_SIZE": "8", "WINNOW_WRITE_BLURRED_IMAGES": "true",
                        "WINNOW_EVAL_INDEX_DIR": "/idx", "WINNOW_REGISTRY_DIR": "/reg",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from services.blur.stage import BlurStage
-from services.dedup.stage import DedupOptions, DedupStage
-from services.safety.stage import SafetyOptions, SafetyStage
-from shared.models.provider import model_factory
-from shared.shards import read_table
+from winnow.services.blur.stage import BlurStage
+from winnow.services.dedup.stage import DedupOptions, DedupStage
+from winnow.services.safety.stage import SafetyOptions, SafetyStage
+from winnow.shared.models.provider import model_factory
+from winnow.shared.shards import read_table
 from tests.triton.served_models import REAL_MODELS
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from winnow.ops.deploy import cli, compose
-from shared.ports import free_ports
+from winnow.shared.ports import free_ports
 from winnow.ops.topology import BUCKET, SECRET_ENV, SERVICES, TOPIC_PARTITIONS, settings_class, topics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,12 +161,12 @@ def test_a_changed_or_extra_environment_variable_is_reported(tree):
 
 def test_a_wrong_command_port_or_resources_is_reported(tree):
     def change(document):
-        document["services"]["dedup"]["command"] = ["services.blur"]
+        document["services"]["dedup"]["command"] = ["winnow.services.blur"]
         document["services"]["dedup"]["ports"] = ["50053:50053"]
         document["services"]["dedup"]["deploy"]["resources"]["limits"]["memory"] = "1G"
     _edit_yaml(tree / "docker-compose.yml", change)
     problems = [p for p in compose.check(tree) if p.startswith("docker-compose.yml: services.dedup.")]
-    assert any("services.dedup.command: ['services.blur'], the topology runs ['services.dedup']" in p for p in problems)
+    assert any("services.dedup.command: ['winnow.services.blur'], the topology runs ['winnow.services.dedup']" in p for p in problems)
     assert any("services.dedup.ports:" in p for p in problems)
     assert any("services.dedup.deploy:" in p for p in problems)
 

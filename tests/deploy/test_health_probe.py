@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from shared.ports import free_ports
-from shared.proto import downloader_pb2_grpc
-from shared.service.grpc_server import ServiceBinding, create_server, set_serving
-from shared.service.health_probe import main, port_from_environment, probe
+from winnow.shared.ports import free_ports
+from winnow.shared.proto import downloader_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding, create_server, set_serving
+from winnow.shared.service.health_probe import main, port_from_environment, probe
 
 SERVICE = "winnow.v1.Downloader"
 
@@ -68,10 +68,10 @@ def test_the_port_comes_from_the_service_address():
 
 
 def test_the_image_healthcheck_command_as_docker_runs_it(server):
-    """``python -m shared.service.health_probe`` with only the service's environment, as in the image."""
+    """``python -m winnow.shared.service.health_probe`` with only the service's environment, as in the image."""
     port, health = server
     env = {**os.environ, "WINNOW_GRPC_ADDRESS": f"0.0.0.0:{port}"}
-    command = [sys.executable, "-m", "shared.service.health_probe"]
+    command = [sys.executable, "-m", "winnow.shared.service.health_probe"]
     before = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     set_serving(health, [SERVICE])
     after = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)

@@ -189,7 +189,7 @@ def test_strimzi_overlay_brings_kafka_and_every_topic(builds):
 def test_the_training_job_command_is_what_torchrun_and_winnow_train_accept(builds):
     from torch.distributed.run import get_args_parser
 
-    from services.trainer.cli import add_arguments, config_from_args
+    from winnow.services.trainer.cli import add_arguments, config_from_args
 
     job = find(builds["overlays/gpu/training"], "Job", "winnow-train")
     (container,) = job["spec"]["template"]["spec"]["containers"]
@@ -199,7 +199,7 @@ def test_the_training_job_command_is_what_torchrun_and_winnow_train_accept(build
         args = [arg.replace("$(JOB_COMPLETION_INDEX)", str(index)) for arg in container["args"]]
         launcher = get_args_parser().parse_args(args)
         assert launcher.node_rank == index
-    assert launcher.module and launcher.training_script == "services.trainer.train"
+    assert launcher.module and launcher.training_script == "winnow.services.trainer.train"
     assert int(launcher.nnodes) == job["spec"]["completions"] == job["spec"]["parallelism"]
     assert int(launcher.nproc_per_node) == container["resources"]["limits"]["nvidia.com/gpu"]
     assert job["spec"]["completionMode"] == "Indexed"

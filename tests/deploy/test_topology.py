@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.topics import CURATION_STAGES
+from winnow.shared.topics import CURATION_STAGES
 from winnow.ops.topology import PIPELINE, SERVICES, TOPIC_PARTITIONS, Endpoints, service_env, settings_class, topics
 
 ENDPOINTS = Endpoints(kafka_bootstrap="kafka:9092", triton_grpc="triton:8001", s3_endpoint="http://s3:8333",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from services.downloader.fetch import FetchOptions, HttpFetcher
+from winnow.services.downloader.fetch import FetchOptions, HttpFetcher
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_jpeg_corpus, openclipart_images, skimage_images
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.address_guard import AddressPolicy, BlockedAddressError
+from winnow.shared.address_guard import AddressPolicy, BlockedAddressError
 
 REFUSED = [
     ("127.0.0.1", "loopback"),

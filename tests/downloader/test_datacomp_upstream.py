@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from services.downloader.stage import DownloadOptions
-from shared.shards import read_table
+from winnow.services.downloader.stage import DownloadOptions
+from winnow.shared.shards import read_table
 from tests.infra.hf_hub_server import HubServer
 from tests.test_cli import winnow
 
@@ -160,7 +160,7 @@ def test_scale_options_are_checked(tmp_path):
 
 
 def test_xlarge_metadata_is_flattened_and_an_unknown_repo_is_a_clear_error(tmp_path):
-    from services.downloader.datacomp_upstream import UpstreamConfig, fetch_metadata
+    from winnow.services.downloader.datacomp_upstream import UpstreamConfig, fetch_metadata
 
     repo = tmp_path / "hub" / "mlfoundations" / "datacomp_xlarge"
     for part in ("part_0", "part_1"):

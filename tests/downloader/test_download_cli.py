@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from winnow.cli import build_parser, main
-from services.downloader.pool import read_pool
-from shared.shards import read_table
+from winnow.services.downloader.pool import read_pool
+from winnow.shared.shards import read_table
 from tests.downloader.wandb_records import logged_history, run_config
 
 
@@ -183,9 +183,9 @@ def test_wandb_logs_the_download_offline_as_img2dataset_does(capsys, loopback_po
 
 
 def test_a_failing_shard_is_tried_again_then_reported_and_the_others_finish(loopback_pool, tmp_path, monkeypatch):
-    from services.downloader import stage as stage_module
-    from services.downloader.cli import download_options, download_refs
-    from services.downloader.pool import prepare_job
+    from winnow.services.downloader import stage as stage_module
+    from winnow.services.downloader.cli import download_options, download_refs
+    from winnow.services.downloader.pool import prepare_job
 
     reads: list[int] = []
     real_read = stage_module.read_pool_slice
@@ -222,7 +222,7 @@ def test_shards_that_no_job_describes_are_not_mixed_in(capsys, loopback_pool, tm
 
 def test_winnow_run_keeps_datacomps_download_settings():
     """DataComp's flow: no hash check, the pool's face_bboxes blurred unless --skip_bbox_blurring."""
-    from services.downloader.cli import download_options
+    from winnow.services.downloader.cli import download_options
 
     run = download_options(build_parser().parse_args(["run", "pool.parquet", "--out", "o"]))
     assert run.verify_hash is None and run.bbox_col == "face_bboxes"

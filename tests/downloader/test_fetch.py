@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import pytest
 
-from services.downloader.fetch import DEFAULT_USER_AGENT, FetchError, FetchOptions, HttpFetcher
+from winnow.services.downloader.fetch import DEFAULT_USER_AGENT, FetchError, FetchOptions, HttpFetcher
 
 
 @contextlib.contextmanager

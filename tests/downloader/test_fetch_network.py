@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.downloader.fetch import FetchError, FetchOptions, HttpFetcher, ProxySettings
-from services.downloader.layout import ShardLayout
-from services.downloader.resize import ResizeOptions
-from services.downloader.stage import DownloadOptions, download_sample
-from shared.shards import SUCCESS
+from winnow.services.downloader.fetch import FetchError, FetchOptions, HttpFetcher, ProxySettings
+from winnow.services.downloader.layout import ShardLayout
+from winnow.services.downloader.resize import ResizeOptions
+from winnow.services.downloader.stage import DownloadOptions, download_sample
+from winnow.shared.shards import SUCCESS
 from tests.downloader.conftest import LOOPBACK
 from tests.infra.forward_proxy import ForwardProxy
 

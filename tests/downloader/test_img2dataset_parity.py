@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.download import IMG2DATASET_VENV, BenchmarkError, ensure_img2dataset, tool_environment
-from services.downloader.options import IMG2DATASET_OPTIONS
+from winnow.services.downloader.options import IMG2DATASET_OPTIONS
 
 REPO = Path(__file__).resolve().parents[2]
 WINNOW_ONLY_FILES = {"job.json", "pool"}  # winnow's record of the job and its input cut in shards

@@ -6,9 +6,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.fetch import FetchOptions
-from services.downloader.pool import prepare_job
-from services.downloader.stage import DownloadOptions, DownloadStage
+from winnow.services.downloader.fetch import FetchOptions
+from winnow.services.downloader.pool import prepare_job
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage
 
 
 def test_open_clip_training_loader_reads_downloaded_shards(web, tmp_path):

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.pool import PoolFormatError, prepare_job, read_pool, read_pool_slice
-from shared.jobs import JobManifest
+from winnow.services.downloader.pool import PoolFormatError, prepare_job, read_pool, read_pool_slice
+from winnow.shared.jobs import JobManifest
 
 ROWS = [
     {"url": "https://example.com/a.jpg", "text": "a red apple on a table"},

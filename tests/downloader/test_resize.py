@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.downloader.resize import ResizeError, ResizeMode, ResizeOptions, resize_image
+from winnow.services.downloader.resize import ResizeError, ResizeMode, ResizeOptions, resize_image
 from tests.infra.image_server import NOT_IMAGE_BODY, bomb_png_bytes
 from tests.infra.images import openclipart_images
 
@@ -219,7 +219,7 @@ def test_decompression_bomb_is_refused_without_allocating_it(tmp_path):
     bomb.write_bytes(bomb_png_bytes())
     script = textwrap.dedent(f"""
         import resource
-        from services.downloader.resize import ResizeError, ResizeOptions, resize_image
+        from winnow.services.downloader.resize import ResizeError, ResizeOptions, resize_image
         data = open({str(bomb)!r}, "rb").read()
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         try:

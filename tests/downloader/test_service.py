@@ -9,14 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.server import SERVICE_NAME, downloader_bindings
-from services.downloader.settings import DownloaderSettings
-from services.downloader.stage import DownloadStage
-from shared.bus import InProcessBus
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.service.runner import StageService
-from shared.ports import free_port
-from shared.shards import read_table
+from winnow.services.downloader.server import SERVICE_NAME, downloader_bindings
+from winnow.services.downloader.settings import DownloaderSettings
+from winnow.services.downloader.stage import DownloadStage
+from winnow.shared.bus import InProcessBus
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.service.runner import StageService
+from winnow.shared.ports import free_port
+from winnow.shared.shards import read_table
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.pool import generate_uid
-from services.downloader.shards_import import ShardImportStage, list_input_shards, prepare_shards_job
-from services.downloader.stage import DownloadStage
-from shared.curation import iter_samples
-from shared.jobs import SHARDS_INPUT, SOURCE_STAGE
-from shared.shards import ShardFormatError, image_source, read_stats, read_table
+from winnow.services.downloader.pool import generate_uid
+from winnow.services.downloader.shards_import import ShardImportStage, list_input_shards, prepare_shards_job
+from winnow.services.downloader.stage import DownloadStage
+from winnow.shared.curation import iter_samples
+from winnow.shared.jobs import SHARDS_INPUT, SOURCE_STAGE
+from winnow.shared.shards import ShardFormatError, image_source, read_stats, read_table
 from tests.infra.images import skimage_photos
 
 

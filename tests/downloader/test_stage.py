@@ -17,10 +17,10 @@ import pytest
 import webdataset
 from PIL import Image
 
-from services.downloader.pool import prepare_job
-from services.downloader.resize import ResizeOptions
-from services.downloader.stage import DownloadOptions, DownloadStage, download_sample
-from shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, read_table
+from winnow.services.downloader.pool import prepare_job
+from winnow.services.downloader.resize import ResizeOptions
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage, download_sample
+from winnow.shared.shards import FAILED_TO_DOWNLOAD, FAILED_TO_RESIZE, SUCCESS, ShardFormatError, read_table
 
 IMAGE_SIZE = 256
 WRONG_SHA256 = "0" * 64

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from winnow.ops.devstack.processes import health_status
-from shared.ports import free_port  # noqa: F401 - re-exported for the tests
+from winnow.shared.ports import free_port  # noqa: F401 - re-exported for the tests
 
 REPO = Path(__file__).resolve().parents[2]
 

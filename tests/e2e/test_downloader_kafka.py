@@ -15,9 +15,9 @@ import pytest
 import webdataset as wds
 from kafka import KafkaConsumer
 
-from shared.messages import decode_ref
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import read_table
+from winnow.shared.messages import decode_ref
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.shards import read_table
 from tests.e2e.processes import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka]
@@ -48,7 +48,7 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
            "WINNOW_RETRIES": "0",
            "WINNOW_LOG_JSON": "true"}
     log_path = tmp_path / "downloader.log"
-    first = ServiceProcess("services.downloader", env, log_path, port).start()
+    first = ServiceProcess("winnow.services.downloader", env, log_path, port).start()
     second = None
     try:
         first.wait_healthy()
@@ -67,7 +67,7 @@ def test_a_killed_downloader_resumes_and_every_sample_lands_exactly_once(kafka_b
         finished_before_kill = {p.name: p.read_bytes() for p in (job_root / "downloader").glob("*_stats.json")}
         assert 1 <= len(finished_before_kill) < 6, "the kill must land mid-job"
 
-        second = ServiceProcess("services.downloader", env, log_path, port).start()
+        second = ServiceProcess("winnow.services.downloader", env, log_path, port).start()
         second.wait_healthy()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = downloader_pb2_grpc.DownloaderStub(channel)

@@ -14,10 +14,10 @@ import webdataset as wds
 from kafka import KafkaConsumer
 
 from winnow.cli import main as winnow
-from services.downloader.pool import generate_uid
-from shared.messages import decode_ref
-from shared.proto import downloader_pb2, downloader_pb2_grpc, extractor_pb2, extractor_pb2_grpc
-from shared.shards import read_table
+from winnow.services.downloader.pool import generate_uid
+from winnow.shared.messages import decode_ref
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc, extractor_pb2, extractor_pb2_grpc
+from winnow.shared.shards import read_table
 from tests.e2e.processes import ServiceProcess, free_port
 from tests.extractor.crawl_files import Page, WatLink, WatPage, write_warc, write_wat
 
@@ -54,11 +54,11 @@ def test_crawl_files_become_downloaded_shards_through_both_services(kafka_bootst
               "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"), "WINNOW_TOPIC_PARTITIONS": "4", "WINNOW_LOG_JSON": "true",
               "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)])}  # the crawl files lie beside the jobs
     extractor_port, downloader_port = free_port(), free_port()
-    extractor = ServiceProcess("services.extractor", {
+    extractor = ServiceProcess("winnow.services.extractor", {
         **common, "WINNOW_INPUT_TOPIC": crawl_topic, "WINNOW_OUTPUT_TOPIC": pool_topic,
         "WINNOW_CONSUMER_GROUP": f"extractor-{unique}", "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{extractor_port}"},
         tmp_path / "extractor.log", extractor_port)
-    downloader = ServiceProcess("services.downloader", {
+    downloader = ServiceProcess("winnow.services.downloader", {
         **common, "WINNOW_INPUT_TOPIC": pool_topic, "WINNOW_OUTPUT_TOPIC": f"winnow.shards.downloader.{unique}",
         "WINNOW_CONSUMER_GROUP": f"downloader-{unique}", "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{downloader_port}",
         "WINNOW_ALLOW_NETWORKS": '["127.0.0.0/8"]', "WINNOW_RETRIES": "0", "WINNOW_THREAD_COUNT": "4"},

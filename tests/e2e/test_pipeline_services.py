@@ -23,21 +23,21 @@ import pytest
 from kafka import KafkaConsumer
 from PIL import Image
 
-from services.blur.stage import BlurStage
-from services.dedup.cli import build_index
-from services.dedup.stage import DedupOptions, DedupStage
-from services.downloader.fetch import FetchOptions
-from services.downloader.pool import prepare_job
-from services.downloader.stage import DownloadOptions, DownloadStage
-from services.embed.stage import EmbedStage
-from services.filter.apply import FilterConfig
-from services.filter.stage import FilterOptions, FilterStage
-from shared.service.embedded import run_pipeline
-from services.safety.stage import SafetyOptions, SafetyStage
-from shared.messages import decode_ref, make_ref
-from shared.models.provider import clip_factory, model_factory
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import read_table
+from winnow.services.blur.stage import BlurStage
+from winnow.services.dedup.cli import build_index
+from winnow.services.dedup.stage import DedupOptions, DedupStage
+from winnow.services.downloader.fetch import FetchOptions
+from winnow.services.downloader.pool import prepare_job
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage
+from winnow.services.embed.stage import EmbedStage
+from winnow.services.filter.apply import FilterConfig
+from winnow.services.filter.stage import FilterOptions, FilterStage
+from winnow.shared.service.embedded import run_pipeline
+from winnow.services.safety.stage import SafetyOptions, SafetyStage
+from winnow.shared.messages import decode_ref, make_ref
+from winnow.shared.models.provider import clip_factory, model_factory
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.shards import read_table
 from tests.e2e.processes import ServiceProcess, free_port
 from tests.infra.images import near_copy, openclipart_images, skimage_photos
 from tests.triton.served_models import REAL_MODELS
@@ -126,18 +126,18 @@ def test_services_over_kafka_and_triton_match_the_embedded_run(
             # the job storage, and the folder the pool was written to
             "WINNOW_WRITE_ROOTS": json.dumps([str(tmp_path / "jobs")]),
             "WINNOW_READ_ROOTS": json.dumps([str(planted["pool"].parent)])}
-    chain = [("services.downloader", "pool", "downloader", {
+    chain = [("winnow.services.downloader", "pool", "downloader", {
                   "WINNOW_OUTPUT_URI": str(tmp_path / "jobs"), "WINNOW_ALLOW_NETWORKS": '["127.0.0.0/8"]',
                   "WINNOW_SAMPLES_PER_SHARD": "50", "WINNOW_RETRIES": "0", "WINNOW_TRITON_URL": ""}),
-             ("services.safety", "downloader", "safety", {"WINNOW_TOXICITY_THRESHOLD": "0.5",
+             ("winnow.services.safety", "downloader", "safety", {"WINNOW_TOXICITY_THRESHOLD": "0.5",
                                                           "WINNOW_NSFW_THRESHOLD": "0.5"}),
-             ("services.dedup", "safety", "dedup", {"WINNOW_EVAL_INDEX_DIR": planted["index"],
+             ("winnow.services.dedup", "safety", "dedup", {"WINNOW_EVAL_INDEX_DIR": planted["index"],
                                                     "WINNOW_REGISTRY_DIR": str(tmp_path / "registry")}),
-             ("services.blur", "dedup", "blur", {}),
-             ("services.embed", "blur", "embed", {"WINNOW_CLIP_MODELS": json.dumps(
+             ("winnow.services.blur", "dedup", "blur", {}),
+             ("winnow.services.embed", "blur", "embed", {"WINNOW_CLIP_MODELS": json.dumps(
                  {"b32": {"arch": "winnow-tiny-ViT", "pretrained": tiny_clip_checkpoint,
                           "triton_model": "clip_tiny"}})}),
-             ("services.filter", "embed", "reshard", {
+             ("winnow.services.filter", "embed", "reshard", {
                  "WINNOW_FILTER_NAME": FILTER["name"], "WINNOW_FRACTION": str(FILTER["fraction"]),
                  "WINNOW_ARCH": FILTER["arch"], "WINNOW_SHARD_SIZE": "40"})]
     services = []

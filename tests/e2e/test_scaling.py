@@ -23,9 +23,9 @@ from kafka import KafkaConsumer
 
 from winnow.ops.devstack.stack import Stack, StackOptions
 from winnow.ops.devstack.status import collect
-from shared.messages import decode_ref
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import iter_tar_samples, read_table
+from winnow.shared.messages import decode_ref
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.shards import iter_tar_samples, read_table
 from winnow.ops.topology import TOPIC_PARTITIONS, service
 from tests.infra.images import openclipart_images
 

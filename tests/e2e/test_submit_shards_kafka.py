@@ -13,9 +13,9 @@ import grpc
 import pytest
 from kafka import KafkaConsumer
 
-from shared.messages import decode_ref
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.shards import image_source, read_table
+from winnow.shared.messages import decode_ref
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.shards import image_source, read_table
 from tests.downloader.test_shards_import import write_img2dataset_shard
 from tests.e2e.processes import ServiceProcess, free_port
 from winnow.cli import main
@@ -46,7 +46,7 @@ def test_submitted_shards_are_imported_in_place_and_outsiders_are_refused(kafka_
            "WINNOW_READ_ROOTS": json.dumps([str(allowed)]),
            "WINNOW_TOPIC_PARTITIONS": "2",
            "WINNOW_LOG_JSON": "true"}
-    service = ServiceProcess("services.downloader", env, tmp_path / "downloader.log", port).start()
+    service = ServiceProcess("winnow.services.downloader", env, tmp_path / "downloader.log", port).start()
     try:
         service.wait_healthy()
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -16,9 +16,9 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from services.evaluator.local_sets import build_local_sets
-from shared.messages import decode_ref, encode_ref, make_ref, message_key
-from shared.proto import training_pb2, training_pb2_grpc
+from winnow.services.evaluator.local_sets import build_local_sets
+from winnow.shared.messages import decode_ref, encode_ref, make_ref, message_key
+from winnow.shared.proto import training_pb2, training_pb2_grpc
 from tests.e2e.processes import ServiceProcess, free_port
 from tests.trainer.data import write_clipart_shards
 
@@ -37,14 +37,14 @@ def test_a_subset_becomes_a_checkpoint_and_then_results(kafka_bootstrap, tmp_pat
     base = {**os.environ, "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "WINNOW_METRICS_PORT": "0",
             "WINNOW_TOPIC_PARTITIONS": "1"}
     trainer_port, evaluator_port = free_port(), free_port()
-    trainer = ServiceProcess("services.trainer", {
+    trainer = ServiceProcess("winnow.services.trainer", {
         **base, "WINNOW_INPUT_TOPIC": topic("reshard"), "WINNOW_OUTPUT_TOPIC": topic("trainer"),
         "WINNOW_CONSUMER_GROUP": f"trainer-{unique}", "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{trainer_port}",
         "WINNOW_SCALE": str(scale), "WINNOW_TRAIN_OUTPUT_DIR": str(tmp_path / "runs"),
         "WINNOW_NUM_CHECKPOINTS": "2", "WINNOW_WORKERS": "1", "WINNOW_DEVICE": "cpu",
         "WINNOW_READ_ROOTS": json.dumps([str(tmp_path)])},  # the subset lies beside the runs
         tmp_path / "trainer.log", trainer_port).start()
-    evaluator = ServiceProcess("services.evaluator", {
+    evaluator = ServiceProcess("winnow.services.evaluator", {
         **base, "WINNOW_INPUT_TOPIC": topic("trainer"), "WINNOW_OUTPUT_TOPIC": topic("evaluator"),
         "WINNOW_CONSUMER_GROUP": f"evaluator-{unique}", "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{evaluator_port}",
         "WINNOW_EVAL_DATA_DIR": str(eval_data), "WINNOW_DEVICE": "cpu", "WINNOW_TRAIN_OUTPUT_DIR": str(tmp_path / "runs")},

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from services.evaluator.association import cue_prompt
-from services.evaluator.data import WdsEvalSet, decode_image
-from services.evaluator.local_sets import (FASHION_MNIST_CLASSNAMES, FASHION_MNIST_TEMPLATES, fashion_mnist_samples,
+from winnow.services.evaluator.association import cue_prompt
+from winnow.services.evaluator.data import WdsEvalSet, decode_image
+from winnow.services.evaluator.local_sets import (FASHION_MNIST_CLASSNAMES, FASHION_MNIST_TEMPLATES, fashion_mnist_samples,
                                            write_wds_set)
 from tests.evaluator.encoders import OracleEncoder
 

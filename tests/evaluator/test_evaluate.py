@@ -16,14 +16,14 @@ import shutil
 import numpy as np
 import pytest
 
-from services.evaluator import cli as evaluator_cli
-from services.evaluator import run as evaluator_run
-from services.evaluator.data import WdsEvalSet
-from services.evaluator.evaluate import (FAILED, MISSING, OK, TaskResult, aggregate, datacomp_line, evaluate,
+from winnow.services.evaluator import cli as evaluator_cli
+from winnow.services.evaluator import run as evaluator_run
+from winnow.services.evaluator.data import WdsEvalSet
+from winnow.services.evaluator.evaluate import (FAILED, MISSING, OK, TaskResult, aggregate, datacomp_line, evaluate,
                                          read_datacomp_lines, results_from_dict, results_tables)
-from services.evaluator.local_sets import (FASHION_MNIST_DIR, FASHION_MNIST_DIRNAME, OPENCLIPART_DIR,
+from winnow.services.evaluator.local_sets import (FASHION_MNIST_DIR, FASHION_MNIST_DIRNAME, OPENCLIPART_DIR,
                                            OPENCLIPART_DIRNAME, build_local_sets, is_eval_holdout)
-from services.evaluator.tasks import load_suite
+from winnow.services.evaluator.tasks import load_suite
 from tests.evaluator import layouts
 from tests.evaluator.encoders import OracleEncoder, RandomEncoder
 
@@ -192,7 +192,7 @@ def test_broken_set_fails_alone(eval_data, tmp_path):
 
 def test_tiny_clip_through_everything(eval_data):
     """A real open_clip model (winnow-tiny-ViT, random weights) on every present task."""
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     results = evaluate(OpenClipEncoder("winnow-tiny-ViT", batch_size=64), eval_data["root"])
     ran = [r for r in results.tasks if r.status != MISSING]
@@ -217,7 +217,7 @@ def _cli(argv: list[str]) -> int:
 def test_cli_evaluates_the_final_checkpoint_and_resumes(eval_data, tmp_path):
     import torch
 
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     run = tmp_path / "out" / "tiny"
     (run / "checkpoints").mkdir(parents=True)

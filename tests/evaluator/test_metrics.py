@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from services.evaluator.grouped import fairface_metrics, grouped_metrics
-from services.evaluator.metrics import (classification_metrics, group_ids, jaccard, macro_f1, macro_recall,
+from winnow.services.evaluator.grouped import fairface_metrics, grouped_metrics
+from winnow.services.evaluator.metrics import (classification_metrics, group_ids, jaccard, macro_f1, macro_recall,
                                         mean_per_class_recall, retrieval_recall, standard_group_eval, target_ranks,
                                         top_k_accuracy, winogavil_scores)
-from services.evaluator.tasks import Grouping
+from winnow.services.evaluator.tasks import Grouping
 
 
 def test_top_k_accuracy_and_ties():

@@ -10,13 +10,13 @@ import time
 import grpc
 import pytest
 
-from services.evaluator.local_sets import build_local_sets
-from services.evaluator.service import EvaluatorStage, bindings
-from shared.bus import InProcessBus
-from shared.config import ServiceSettings
-from shared.messages import decode_ref, encode_ref, make_ref, message_key
-from shared.proto import training_pb2, training_pb2_grpc
-from shared.service.runner import StageService
+from winnow.services.evaluator.local_sets import build_local_sets
+from winnow.services.evaluator.service import EvaluatorStage, bindings
+from winnow.shared.bus import InProcessBus
+from winnow.shared.config import ServiceSettings
+from winnow.shared.messages import decode_ref, encode_ref, make_ref, message_key
+from winnow.shared.proto import training_pb2, training_pb2_grpc
+from winnow.shared.service.runner import StageService
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from services.evaluator.tasks import TASKS_JSON, load_suite, parse_suite
+from winnow.services.evaluator.tasks import TASKS_JSON, load_suite, parse_suite
 
 # tasklist.yml's main_metric where it is not the default acc1
 NOT_ACC1 = {

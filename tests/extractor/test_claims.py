@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.downloader.pool import generate_uid
-from services.extractor import claims
-from services.extractor.claims import ClaimLog
+from winnow.services.downloader.pool import generate_uid
+from winnow.services.extractor import claims
+from winnow.services.extractor.claims import ClaimLog
 
 
 def uids(*names: str) -> list[str]:

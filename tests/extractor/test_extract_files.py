@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from services.downloader.pool import generate_uid
-from services.extractor.extract import ExtractOptions, extract_file
-from services.extractor.reader import CrawlFileMissing
+from winnow.services.downloader.pool import generate_uid
+from winnow.services.extractor.extract import ExtractOptions, extract_file
+from winnow.services.extractor.reader import CrawlFileMissing
 from tests.extractor import pages
 from tests.extractor.crawl_files import Page, WatLink, WatPage, write_warc, write_wat
 from tests.infra.image_server import ImageServer

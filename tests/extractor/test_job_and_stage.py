@@ -10,16 +10,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.fetch import FetchOptions
-from services.downloader.pool import generate_uid, read_pool_slice
-from services.downloader.stage import DownloadOptions, DownloadStage
-from services.extractor.claims import ClaimStoreUnsupported
-from services.extractor.crawl_job import CrawlJob, prepare_crawl_job
-from services.extractor.extract import ExtractOptions
-from services.extractor.stage import ExtractStage
-from shared.jobs import JobManifest
-from shared.messages import make_ref
-from shared.shards import ShardFormatError, read_stats, read_table
+from winnow.services.downloader.fetch import FetchOptions
+from winnow.services.downloader.pool import generate_uid, read_pool_slice
+from winnow.services.downloader.stage import DownloadOptions, DownloadStage
+from winnow.services.extractor.claims import ClaimStoreUnsupported
+from winnow.services.extractor.crawl_job import CrawlJob, prepare_crawl_job
+from winnow.services.extractor.extract import ExtractOptions
+from winnow.services.extractor.stage import ExtractStage
+from winnow.shared.jobs import JobManifest
+from winnow.shared.messages import make_ref
+from winnow.shared.shards import ShardFormatError, read_stats, read_table
 from tests.extractor.crawl_files import Page, write_warc
 
 

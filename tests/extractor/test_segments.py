@@ -6,7 +6,7 @@ import gzip
 
 import pytest
 
-from services.extractor.segments import COMMON_CRAWL_PREFIX, expand_inputs, read_segment_list
+from winnow.services.extractor.segments import COMMON_CRAWL_PREFIX, expand_inputs, read_segment_list
 
 LISTED = ["crawl-data/CC-MAIN-2024-10/segments/1707947473347.0/warc/CC-MAIN-20240220211055-20240221001055-00000.warc.gz",
           "crawl-data/CC-MAIN-2024-10/segments/1707947473347.0/warc/CC-MAIN-20240220211055-20240221001055-00001.warc.gz"]

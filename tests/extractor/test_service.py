@@ -7,13 +7,13 @@ import time
 import grpc
 import pytest
 
-from services.downloader.pool import read_pool
-from services.extractor.__main__ import ExtractorSettings, build
-from services.extractor.server import SERVICE_NAME
-from shared.bus import InProcessBus
-from shared.messages import decode_ref
-from shared.proto import extractor_pb2, extractor_pb2_grpc
-from shared.service.runner import StageService
+from winnow.services.downloader.pool import read_pool
+from winnow.services.extractor.__main__ import ExtractorSettings, build
+from winnow.services.extractor.server import SERVICE_NAME
+from winnow.shared.bus import InProcessBus
+from winnow.shared.messages import decode_ref
+from winnow.shared.proto import extractor_pb2, extractor_pb2_grpc
+from winnow.shared.service.runner import StageService
 from tests.extractor import pages
 from tests.extractor.crawl_files import write_warc, write_wat
 from tests.extractor.test_extract_files import WAT_GALLERY

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from services.extractor.captions import CaptionRules, caption_or_reason, normalise_caption
-from services.extractor.urls import MAX_URL_CHARS, image_url, largest_srcset_url, page_base, parse_srcset, resolve_url
+from winnow.services.extractor.captions import CaptionRules, caption_or_reason, normalise_caption
+from winnow.services.extractor.urls import MAX_URL_CHARS, image_url, largest_srcset_url, page_base, parse_srcset, resolve_url
 
 PAGE = "https://www.example.org/a/b/page.html?x=1"
 

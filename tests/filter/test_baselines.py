@@ -10,10 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.filter import baselines as B
-from services.filter import cli as filter_cli
-from services.filter.apply import FilterConfig, apply_filter
-from shared.subset import load_subset, uids_to_hex
+from winnow.services.filter import baselines as B
+from winnow.services.filter import cli as filter_cli
+from winnow.services.filter.apply import FilterConfig, apply_filter
+from winnow.shared.subset import load_subset, uids_to_hex
 
 
 class ListedLanguages:
@@ -240,7 +240,7 @@ def test_text_based_end_to_end(tmp_path):
 
 @pytest.fixture(scope="module")
 def wordnet_first_synset():
-    from services.filter.wordnet import WordNetFirstSynset, WordNetUnavailable
+    from winnow.services.filter.wordnet import WordNetFirstSynset, WordNetUnavailable
 
     try:
         return WordNetFirstSynset()
@@ -249,7 +249,7 @@ def wordnet_first_synset():
 
 
 def test_real_wordnet_and_imagenet21k_synsets(wordnet_first_synset):
-    from services.filter.wordnet import imagenet21k_synset_offsets
+    from winnow.services.filter.wordnet import imagenet21k_synset_offsets
 
     synsets = imagenet21k_synset_offsets()
     assert len(synsets) == 21843
@@ -372,7 +372,7 @@ def test_options_are_checked_like_datacomp(options, message):
 
 
 def test_missing_columns_and_empty_folders_are_clear_errors(tmp_path):
-    from services.filter.metadata import MetadataError
+    from winnow.services.filter.metadata import MetadataError
 
     with pytest.raises(MetadataError, match="no .parquet"):
         apply_filter(FilterConfig(name="no_filter", metadata_dir=str(tmp_path)))
@@ -393,10 +393,10 @@ def test_cli_writes_the_subset(tmp_path):
     assert set(uids_to_hex(load_subset(str(out))).tolist()) == {uid(i) for i in (5, 6, 7, 8, 9)}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("shared.models.language") is None,
-                    reason="shared.models.language (FastLangDetect) is not in this checkout yet")
+@pytest.mark.skipif(importlib.util.find_spec("winnow.shared.models.language") is None,
+                    reason="winnow.shared.models.language (FastLangDetect) is not in this checkout yet")
 def test_real_language_identifier(tmp_path):
-    from shared.models.language import FastLangDetect
+    from winnow.shared.models.language import FastLangDetect
 
     rows = [{"uid": uid(0), "text": "a photo of a small dog sleeping on a sofa", "original_width": 640,
              "original_height": 480},

@@ -19,10 +19,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.filter.apply import FilterConfig, apply_filter
-from services.filter.criteria import Criterion, attribute, read_criteria, sidecar_paths
-from shared.subset import load_subset, uids_to_hex
-from services.filter.user_filter import UserFilterError
+from winnow.services.filter.apply import FilterConfig, apply_filter
+from winnow.services.filter.criteria import Criterion, attribute, read_criteria, sidecar_paths
+from winnow.shared.subset import load_subset, uids_to_hex
+from winnow.services.filter.user_filter import UserFilterError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,7 +183,7 @@ def test_unknown_user_filters_are_refused_up_front(ledger_dir):
 
 
 def test_the_filter_service_settings_take_a_user_filter(ledger_dir, tmp_path, monkeypatch):
-    from services.filter.__main__ import FilterSettings, build
+    from winnow.services.filter.__main__ import FilterSettings, build
 
     module = _write_module(tmp_path, monkeypatch, """
         import numpy as np

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 import torch
 
-from services.filter import baselines as B
-from services.filter.apply import FilterConfig, apply_filter
-from services.filter.torch_arrays import load_torch_array
-from shared.models.language import FastLangDetect, FastTextLid176, Gcld3LanguageId, bundled_lid176_ftz
+from winnow.services.filter import baselines as B
+from winnow.services.filter.apply import FilterConfig, apply_filter
+from winnow.services.filter.torch_arrays import load_torch_array
+from winnow.shared.models.language import FastLangDetect, FastTextLid176, Gcld3LanguageId, bundled_lid176_ftz
 from tests.filter.test_baselines import DIM, GROUPS, PER_GROUP, image_pool, kept, uid, write_parquet
 
 EN = "A photo of a small dog sleeping on a red sofa in the living room. "
@@ -76,7 +76,7 @@ def test_gcld3_as_datacomp_asks_it(gcld3, fasttext_ftz):
 
 
 def test_production_preset_is_datacomps_bin(tmp_path, monkeypatch):
-    from shared.models.registry import preset
+    from winnow.shared.models.registry import preset
 
     monkeypatch.setenv("WINNOW_MODELS_DIR", str(tmp_path))
     chosen = preset("language_id", "production")

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from shared.subset import (
+from winnow.shared.subset import (
     SUBSET_DTYPE,
     SubsetFormatError,
     SubsetIndex,

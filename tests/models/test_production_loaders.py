@@ -1,4 +1,4 @@
-"""The production loaders (``shared.models.production``) on checkpoints the tests make themselves.
+"""The production loaders (``winnow.shared.models.production``) on checkpoints the tests make themselves.
 
 The real weights need the internet, so each test builds a file of the same architecture and
 format as the published one (random or hand-set weights, tiny where the architecture allows),
@@ -21,8 +21,8 @@ import pytest
 import torch
 from skimage import data as skimage_data
 
-from shared.models.base import FaceDetector, ImageNSFW, NearDuplicateDescriptor, TextToxicity
-from shared.models.production import (
+from winnow.shared.models.base import FaceDetector, ImageNSFW, NearDuplicateDescriptor, TextToxicity
+from winnow.shared.models.production import (
     PRODUCTION_WEIGHTS,
     SCRFD_MEMBER,
     TOXICITY_CATEGORIES,
@@ -172,7 +172,7 @@ def l14_standin(tmp_path_factory):
     """A small open_clip model whose embeddings are 768-d, as ViT-L/14's are."""
     import open_clip
 
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     config_dir = tmp_path_factory.mktemp("clip_configs")
     (config_dir / "winnow-test-768d-ViT.json").write_text(json.dumps({
@@ -210,7 +210,7 @@ def test_clip_nsfw_scores_images_through_the_encoder(nsfw_head_file, l14_standin
 
 
 def test_clip_nsfw_refuses_bad_files_and_encoders(nsfw_head_file, l14_standin, tmp_path):
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     path, _ = nsfw_head_file
     with pytest.raises(FileNotFoundError, match="missing.pth"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from winnow.ops import models_cli
-from shared.models.registry import KINDS, all_presets, load_model, preset
+from winnow.shared.models.registry import KINDS, all_presets, load_model, preset
 
 
 def test_every_kind_has_an_offline_preset_that_loads_and_works():

@@ -21,10 +21,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from shared.curation import SampleStage, StageContractError, Verdict
-from shared.jobs import JobManifest
-from shared.messages import decode_ref, encode_ref, make_ref, message_key
-from shared.shards import iter_tar_samples, shard_prefix
+from winnow.shared.curation import SampleStage, StageContractError, Verdict
+from winnow.shared.jobs import JobManifest
+from winnow.shared.messages import decode_ref, encode_ref, make_ref, message_key
+from winnow.shared.shards import iter_tar_samples, shard_prefix
 from tests.e2e.processes import ServiceProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,7 +145,7 @@ def test_a_stage_that_breaks_its_declared_contract_fails_the_shard(plugin_job, t
 def test_the_plugin_runs_as_a_service_over_kafka(plugin_site, plugin_job, kafka_bootstrap, tmp_path, unique):
     from kafka import KafkaConsumer
 
-    from shared.bus import open_bus
+    from winnow.shared.bus import open_bus
 
     job = tmp_path / "job"
     shutil.copytree(plugin_job / "downloader", job / "downloader")
@@ -157,8 +157,8 @@ def test_the_plugin_runs_as_a_service_over_kafka(plugin_site, plugin_job, kafka_
            "WINNOW_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "WINNOW_INPUT_TOPIC": input_topic,
            "WINNOW_OUTPUT_TOPIC": output_topic, "WINNOW_CONSUMER_GROUP": f"sharpness-{unique}",
            "WINNOW_GRPC_ADDRESS": f"127.0.0.1:{port}", "WINNOW_METRICS_PORT": "0", "WINNOW_TOPIC_PARTITIONS": "2",
-           "WINNOW_WRITE_ROOTS": json.dumps([str(job)])}  # the job storage it may touch (shared.access)
-    service = ServiceProcess("services.plugin", env, tmp_path / "sharpness.log", port).start()
+           "WINNOW_WRITE_ROOTS": json.dumps([str(job)])}  # the job storage it may touch (winnow.shared.access)
+    service = ServiceProcess("winnow.services.plugin", env, tmp_path / "sharpness.log", port).start()
     bus = open_bus(kafka_bootstrap, client_id=f"test-{unique}", partitions=2)
     try:
         service.wait_healthy()

@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from shared.subset import load_subset, uids_to_hex
+from winnow.shared.subset import load_subset, uids_to_hex
 from winnow.report.cli import build_report
 from tests.report.conftest import winnow
 
@@ -162,7 +162,7 @@ def test_the_report_reads_an_s3_job(curated_job, s3_server, s3_bucket, tmp_path,
 
 
 def test_uid_keys_tell_apart_uids_that_share_a_half():
-    from shared.subset import uids_from_hex
+    from winnow.shared.subset import uids_from_hex
     from winnow.report.collect import uid_key
 
     uids = [f"{i:032x}" for i in range(5000)] + [f"{i:016x}{0:016x}" for i in range(1, 5000)]

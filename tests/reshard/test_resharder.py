@@ -14,11 +14,11 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from shared.subset import save_subset, uids_from_hex
-from services.reshard import cli as reshard_cli
-from shared.face_blur import SIGMA, grown_pixel_boxes
-from services.reshard.resharder import ReshardConfig, reshard
-from shared.shards import FAILED_TO_DOWNLOAD, SUCCESS, ShardWriter, read_stats, read_table, sample_key, shard_prefix
+from winnow.shared.subset import save_subset, uids_from_hex
+from winnow.services.reshard import cli as reshard_cli
+from winnow.shared.face_blur import SIGMA, grown_pixel_boxes
+from winnow.services.reshard.resharder import ReshardConfig, reshard
+from winnow.shared.shards import FAILED_TO_DOWNLOAD, SUCCESS, ShardWriter, read_stats, read_table, sample_key, shard_prefix
 from tests.infra.images import skimage_images
 
 FACE = [0.30, 0.15, 0.60, 0.45]  # roughly the astronaut's face, [x0, y0, x1, y1] in [0, 1]
@@ -122,7 +122,7 @@ def test_repeats_are_upsampled_with_distinct_keys(pool, tmp_path, images):
 
 
 def _tar_samples(prefix: str):
-    from shared.shards import iter_tar_samples
+    from winnow.shared.shards import iter_tar_samples
 
     return list(iter_tar_samples(prefix))
 
@@ -222,7 +222,7 @@ def test_images_already_blurred_or_without_a_winnow_ledger_are_not_blurred_by_de
 
 
 def test_jpeg_blur_keeps_far_pixels_close(images):
-    from shared.face_blur import blur_encoded
+    from winnow.shared.face_blur import blur_encoded
 
     data = encoded("astronaut.png", "JPEG", 200)
     blurred = blur_encoded(data, "jpg", [[0.0, 0.0, 0.2, 0.2]], quality=95)
@@ -288,8 +288,8 @@ def test_cli_takes_datacomps_spellings(pool, tmp_path):
 
 @pytest.mark.s3
 def test_filter_and_reshard_on_s3(s3_bucket, images):
-    from services.filter.apply import FilterConfig, apply_filter
-    from shared.subset import uids_to_hex
+    from winnow.services.filter.apply import FilterConfig, apply_filter
+    from winnow.shared.subset import uids_to_hex
 
     root = f"{s3_bucket}/job/embed"
     write_input_shard(root, 0, [{"uid": uid(0), "text": "a rocket"}, {"uid": uid(1), "text": "a cat", "image": "jpg2"},

@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from winnow.ops.devstack.stack import Stack, StackOptions
-from shared.proto import downloader_pb2_grpc, extractor_pb2_grpc, training_pb2_grpc
+from winnow.shared.proto import downloader_pb2_grpc, extractor_pb2_grpc, training_pb2_grpc
 from tests.extractor.crawl_files import Page, write_warc
 
 TOKEN = "sekrit-token-for-the-attack-suite"

@@ -19,8 +19,8 @@ import grpc
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from shared.messages import DeadLetter, ShardRef, encode_ref, make_ref, message_key
-from shared.proto import downloader_pb2, extractor_pb2, training_pb2
+from winnow.shared.messages import DeadLetter, ShardRef, encode_ref, make_ref, message_key
+from winnow.shared.proto import downloader_pb2, extractor_pb2, training_pb2
 from tests.trainer.data import write_clipart_shards
 from tests.security.conftest import TOKEN, Target, summary
 

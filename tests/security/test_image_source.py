@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from services.safety.stage import SafetyStage
-from shared.access import AccessDenied, AccessPolicy
-from shared.messages import make_ref
-from shared.models.provider import model_factory
-from shared.service.worker import PERMANENT_ERRORS
-from shared.shards import SUCCESS, ImageSource, ShardWriter, shard_prefix
+from winnow.services.safety.stage import SafetyStage
+from winnow.shared.access import AccessDenied, AccessPolicy
+from winnow.shared.messages import make_ref
+from winnow.shared.models.provider import model_factory
+from winnow.shared.service.worker import PERMANENT_ERRORS
+from winnow.shared.shards import SUCCESS, ImageSource, ShardWriter, shard_prefix
 
 
 def test_an_image_source_outside_the_read_roots_is_refused_before_it_is_read(tmp_path):

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from shared.access import AccessDenied, AccessPolicy, InvalidReference, check_identifier
-from shared.messages import make_ref
+from winnow.shared.access import AccessDenied, AccessPolicy, InvalidReference, check_identifier
+from winnow.shared.messages import make_ref
 
 
 @pytest.fixture

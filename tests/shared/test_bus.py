@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from shared.bus import InProcessBus
-from shared.bus.kafka import KafkaBus
+from winnow.shared.bus import InProcessBus
+from winnow.shared.bus.kafka import KafkaBus
 
 
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])

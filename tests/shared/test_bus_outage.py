@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from shared.bus.kafka import KafkaBus
+from winnow.shared.bus.kafka import KafkaBus
 from winnow.ops.devstack.kafka import KafkaBroker
-from shared.messages import decode_ref, encode_ref, make_ref
-from shared.ports import free_port
-from shared.service.worker import ShardWorker
+from winnow.shared.messages import decode_ref, encode_ref, make_ref
+from winnow.shared.ports import free_port
+from winnow.shared.service.worker import ShardWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.timeout(400)]
 

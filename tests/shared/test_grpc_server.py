@@ -7,8 +7,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from shared.proto import downloader_pb2, downloader_pb2_grpc
-from shared.service.grpc_server import ServiceBinding, create_server, set_serving
+from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
+from winnow.shared.service.grpc_server import ServiceBinding, create_server, set_serving
 
 NAME = "winnow.v1.Downloader"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from shared.config import ServiceSettings, option_fields
+from winnow.shared.config import ServiceSettings, option_fields
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from s3fs.errors import translate_boto_error
 
-from shared.outages import is_outage
+from winnow.shared.outages import is_outage
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -35,7 +35,7 @@ def test_an_object_stores_client_errors_are_not(code, status):
 def test_a_shard_that_is_not_there_is_still_a_shard_error_not_an_outage(tmp_path):
     """What ``read_table`` lets through as an outage is only what ``is_outage`` names: a missing or
     unparseable ledger stays ``ShardFormatError`` (dead-lettered at once, no waiting)."""
-    from shared.shards import ShardFormatError, read_table
+    from winnow.shared.shards import ShardFormatError, read_table
 
     (tmp_path / "broken.parquet").write_bytes(b"not a parquet file")
     for prefix in (tmp_path / "missing", tmp_path / "broken"):

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from shared import protogen
+from winnow.shared import protogen
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_a_hand_edited_generated_file_is_caught(scratch_repo):
     generated.write_text(generated.read_text() + "\n# a hand edit\n")
     assert any("edited by hand" in p for p in protogen.problems())
     assert protogen.main(["--check"]) == 1
-    with pytest.raises(protogen.GeneratedCodeError, match="python -m shared.protogen"):
+    with pytest.raises(protogen.GeneratedCodeError, match="python -m winnow.shared.protogen"):
         protogen.ensure_generated()
 
 

@@ -10,8 +10,8 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from shared import shards
-from shared.shards import ShardFormatError, ShardWriter, iter_tar_samples, read_stats, read_table
+from winnow.shared import shards
+from winnow.shared.shards import ShardFormatError, ShardWriter, iter_tar_samples, read_stats, read_table
 
 
 def _jpeg(color) -> bytes:

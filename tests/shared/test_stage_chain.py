@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.stage import POOL_COLUMNS, ShardStage, StageChainError, check_chain
+from winnow.shared.stage import POOL_COLUMNS, ShardStage, StageChainError, check_chain
 
 
 class Declared(ShardStage):

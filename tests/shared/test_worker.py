@@ -7,11 +7,11 @@ import time
 
 import pytest
 
-from shared.bus import InProcessBus
-from shared.bus.kafka import KafkaBus
-from shared.messages import DeadLetter, decode_ref, encode_ref, make_ref
-from shared.service.worker import ShardWorker
-from shared.shards import ShardFormatError
+from winnow.shared.bus import InProcessBus
+from winnow.shared.bus.kafka import KafkaBus
+from winnow.shared.messages import DeadLetter, decode_ref, encode_ref, make_ref
+from winnow.shared.service.worker import ShardWorker
+from winnow.shared.shards import ShardFormatError
 
 
 @pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.kafka)])
@@ -126,8 +126,8 @@ def test_bad_input_is_dead_lettered_at_once(bus, unique):
 
 def _unreachable_triton():
     """A real Triton client aimed at a port where nothing listens: its calls raise TritonUnavailable."""
-    from shared.ports import free_port
-    from shared.triton.client import TritonClient
+    from winnow.shared.ports import free_port
+    from winnow.shared.triton.client import TritonClient
 
     return TritonClient(f"127.0.0.1:{free_port()}", init_timeout_s=1, infer_timeout_s=1, retries=0)
 
@@ -173,7 +173,7 @@ def test_an_outage_longer_than_the_wait_budget_spends_attempts_as_before(bus, un
 
 
 def test_a_message_outside_the_roots_is_dead_lettered_unread(bus, unique, tmp_path):
-    from shared.access import AccessPolicy
+    from winnow.shared.access import AccessPolicy
 
     source = f"in-{unique}"
     bus.ensure_topics([source])

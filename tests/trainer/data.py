@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.trainer.offline_clip import clipart_thumbnail
-from shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
+from winnow.services.trainer.offline_clip import clipart_thumbnail
+from winnow.shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
 from tests.infra.images import openclipart_images, title_from_path
 
 

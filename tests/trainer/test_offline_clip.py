@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import webdataset as wds
 
-from services.evaluator.local_sets import is_eval_holdout
-from services.trainer.offline_clip import OPENCLIPART_DIR, build_openclipart_training_set
-from shared.shards import read_table
+from winnow.services.evaluator.local_sets import is_eval_holdout
+from winnow.services.trainer.offline_clip import OPENCLIPART_DIR, build_openclipart_training_set
+from winnow.shared.shards import read_table
 
 
 def test_the_training_set_excludes_the_evaluation_hold_out(tmp_path):

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from services.trainer.progress import TrainConsole
+from winnow.services.trainer.progress import TrainConsole
 
 # Lines as open_clip_train (3.x) logs them, through the root logger.
 PARAMS = ["Params:", "  accum_freq: 1", "  batch_size: 64", "  lr: 0.0005"]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from services.trainer.scales import DATACOMP_SCALES, Scale, available_scales, load_scale
+from winnow.services.trainer.scales import DATACOMP_SCALES, Scale, available_scales, load_scale
 
 # DataComp's scale_configs.py (mlfoundations/datacomp), verbatim:
 # name: (model, train_num_samples, batch_size, learning_rate, warmup, beta2)
@@ -38,7 +38,7 @@ def test_named_scales_in_order_of_size_then_winnows():
 def test_tiny_scale_trains_winnows_small_architecture():
     import open_clip
 
-    from shared.models.clip import register_winnow_configs
+    from winnow.shared.models.clip import register_winnow_configs
 
     tiny = load_scale("tiny")
     register_winnow_configs()

@@ -23,19 +23,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from services.downloader.fetch import FetchOptions
-from services.downloader.resize import ResizeOptions
-from services.downloader.stage import DownloadOptions
-from services.trainer import cli
-from services.trainer.scales import load_scale
-from services.trainer.service import TrainerStage, bindings
-from services.trainer.sources import PoolOptions, Source, plan_sampling, resolve_source, resolve_sources, train_data
-from shared import storage
-from shared.access import AccessPolicy
-from shared.jobs import JobManifest
-from shared.proto import training_pb2, training_pb2_grpc
-from shared.service.grpc_server import create_server
-from shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
+from winnow.services.downloader.fetch import FetchOptions
+from winnow.services.downloader.resize import ResizeOptions
+from winnow.services.downloader.stage import DownloadOptions
+from winnow.services.trainer import cli
+from winnow.services.trainer.scales import load_scale
+from winnow.services.trainer.service import TrainerStage, bindings
+from winnow.services.trainer.sources import PoolOptions, Source, plan_sampling, resolve_source, resolve_sources, train_data
+from winnow.shared import storage
+from winnow.shared.access import AccessPolicy
+from winnow.shared.jobs import JobManifest
+from winnow.shared.proto import training_pb2, training_pb2_grpc
+from winnow.shared.service.grpc_server import create_server
+from winnow.shared.shards import SUCCESS, ShardWriter, sample_key, shard_prefix
 from tests.trainer.data import clipart_samples
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from services.trainer import cli
-from services.trainer.scales import load_scale
-from services.trainer.train import (
+from winnow.services.trainer import cli
+from winnow.services.trainer.scales import load_scale
+from winnow.services.trainer.train import (
     TrainConfig,
     latest_checkpoint,
     open_clip_arguments,
@@ -33,7 +33,7 @@ from services.trainer.train import (
     train,
     train_data_argument,
 )
-from shared.shards import ShardWriter, SUCCESS, shard_prefix
+from winnow.shared.shards import ShardWriter, SUCCESS, shard_prefix
 
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
@@ -283,7 +283,7 @@ def contrastive_loss(model, preprocess, tokenizer, samples) -> float:
 
 
 def test_training_lowers_the_loss(unbroken, samples):
-    from shared.models.clip import register_winnow_configs
+    from winnow.shared.models.clip import register_winnow_configs
 
     _, result = unbroken
     history = result.losses
@@ -347,7 +347,7 @@ def test_killed_run_resumes_from_its_checkpoint(unbroken, tmp_path, scale_file, 
     count in the final checkpoint.
     """
     reference_config, reference = unbroken
-    command = [sys.executable, "-m", "services.trainer.train", "--scale", str(scale_file), "--data_dir", str(shards),
+    command = [sys.executable, "-m", "winnow.services.trainer.train", "--scale", str(scale_file), "--data_dir", str(shards),
                "--output_dir", str(tmp_path), "--exp_name", "killed", "--num_checkpoints", str(CHECKPOINTS),
                "--workers", "0", "--seed", "0", "--device", "cpu", "--log_every_n_steps", "1",
                "--no_grad_checkpointing", "--save_frequency", "0", "--log_level", "WARNING"]
@@ -393,7 +393,7 @@ def test_killed_run_resumes_from_its_checkpoint(unbroken, tmp_path, scale_file, 
 def test_fresh_start_refuses_an_existing_run(unbroken):
     import dataclasses
 
-    from services.trainer.train import TrainingError
+    from winnow.services.trainer.train import TrainingError
 
     config, _ = unbroken
     with pytest.raises(TrainingError, match="refused to start"):

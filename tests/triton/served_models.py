@@ -3,14 +3,14 @@
 The ``tritonserver`` binary comes from the ``nvidia-pytriton`` wheel (fetched into the cache on
 first use, see :mod:`winnow.ops.triton.server`); the tests skip only where no such binary can exist.
 The server runs in explicit model-control mode: the toy models load at start, each real offline
-model (``shared.models`` presets) only in the test that needs it, so a broken real model fails
+model (``winnow.shared.models`` presets) only in the test that needs it, so a broken real model fails
 its own test and nothing else.
 """
 
 from __future__ import annotations
 
 from winnow.ops.models_cli import repository_specs
-from shared.triton.contract import ModelKind
+from winnow.shared.triton.contract import ModelKind
 from winnow.ops.triton.repository import ModelSpec, clip_model_specs
 
 TOY = "tests.triton.toy_models"
@@ -29,7 +29,7 @@ TOY_MODELS = [
               factory_kwargs={"seconds": 3.0}),
 ]
 
-# the offline presets of shared.models, served under their preset's Triton name; dim and threshold
+# the offline presets of winnow.shared.models, served under their preset's Triton name; dim and threshold
 # of the near-duplicate descriptor are those of its default arguments (perceptual hash, 16 x 16)
 REAL_MODELS = repository_specs("offline", [])
 

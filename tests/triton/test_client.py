@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from shared.triton import contract
-from shared.triton.client import TritonClient, TritonUnavailable
+from winnow.shared.triton import contract
+from winnow.shared.triton.client import TritonClient, TritonUnavailable
 from winnow.ops.triton.server import TritonServerError, find_tritonserver
 
 
@@ -58,8 +58,8 @@ def test_a_model_still_loading_is_unavailable_not_missing():
     were not loaded yet: a wait-and-retry outage, unlike a model the repository does not have."""
     from tritonclient.utils import InferenceServerException
 
-    from shared.outages import is_outage
-    from shared.triton.client import TritonModelNotFound
+    from winnow.shared.outages import is_outage
+    from winnow.shared.triton.client import TritonModelNotFound
 
     client = TritonClient("127.0.0.1:1")
     loading = InferenceServerException(

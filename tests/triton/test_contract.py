@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.triton import contract
+from winnow.shared.triton import contract
 
 
 def test_raw_frame_round_trip_is_exact():

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.triton import contract
-from shared.triton.contract import ModelKind
-from shared.triton.remote import RemoteClipEncoder
+from winnow.shared.triton import contract
+from winnow.shared.triton.contract import ModelKind
+from winnow.shared.triton.remote import RemoteClipEncoder
 from winnow.ops.triton.repository import ModelSpec, clip_model_specs, write_model_repository
 from winnow.ops.triton.server import TritonServer, TritonServerError
 from tests.conftest import REPO_ROOT
 from tests.infra.images import openclipart_images, skimage_photos
 
-CLIP_FACTORY = "shared.models.clip:OpenClipEncoder"
+CLIP_FACTORY = "winnow.shared.models.clip:OpenClipEncoder"
 
 # (height, width) crops beside the whole photos: squares at and around the fit, thin strips,
 # a single pixel, and sides whose scaled length or crop corner needs torchvision's rounding
@@ -79,7 +79,7 @@ def test_fit_image_refuses_non_rgb():
 
 def test_open_clip_preprocessing_begins_with_the_fit(tiny_clip_checkpoint):
     transforms = pytest.importorskip("torchvision.transforms")
-    from shared.models.clip import OpenClipEncoder, leading_fit
+    from winnow.shared.models.clip import OpenClipEncoder, leading_fit
 
     assert OpenClipEncoder("winnow-tiny-ViT", tiny_clip_checkpoint).image_fit == 64
     bicubic = transforms.InterpolationMode.BICUBIC
@@ -100,7 +100,7 @@ def test_open_clip_preprocessing_begins_with_the_fit(tiny_clip_checkpoint):
 @pytest.fixture(scope="module")
 def fitted_clip(triton_repository, triton_client, tiny_clip_checkpoint):
     """The tiny CLIP in-process, and served as ``clip_fit`` with its image fit declared."""
-    from shared.models.clip import OpenClipEncoder
+    from winnow.shared.models.clip import OpenClipEncoder
 
     local = OpenClipEncoder("winnow-tiny-ViT", tiny_clip_checkpoint)
     specs = clip_model_specs("clip_fit", CLIP_FACTORY, dim=local.dim, image_fit=local.image_fit,

@@ -8,8 +8,8 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from shared.triton import contract
-from shared.triton.contract import ModelKind
+from winnow.shared.triton import contract
+from winnow.shared.triton.contract import ModelKind
 from winnow.ops.triton.repository import MODEL_PY, ModelSpec, clip_model_specs, render_config, write_model_repository
 
 

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from shared.triton import contract
-from shared.triton.client import (
+from winnow.shared.triton import contract
+from winnow.shared.triton.client import (
     TritonClient,
     TritonModelError,
     TritonModelNotFound,
     TritonTimeout,
 )
-from shared.triton.remote import (
+from winnow.shared.triton.remote import (
     RemoteClipEncoder,
     RemoteFaceDetector,
     RemoteImageNSFW,
@@ -254,7 +254,7 @@ def test_client_times_out_cleanly_on_a_slow_model(triton_server):
 
 @pytest.mark.parametrize("spec", REAL_MODELS, ids=[spec.name for spec in REAL_MODELS])
 def test_real_offline_model_over_triton(triton_client, images, spec: ModelSpec):
-    """The offline models of shared.models, loaded into the running server, answer as in-process."""
+    """The offline models of winnow.shared.models, loaded into the running server, answer as in-process."""
     module_name, _, attribute = spec.factory.partition(":")
     try:
         local = getattr(importlib.import_module(module_name), attribute)(**spec.factory_kwargs)

@@ -1,4 +1,4 @@
-"""Small deterministic models implementing the interfaces of :mod:`shared.models.base`.
+"""Small deterministic models implementing the interfaces of :mod:`winnow.shared.models.base`.
 
 They stand in for real models in the transport tests only: the tests check that Triton answers
 what the same object answers in-process, so what they compute matters less than that it depends
@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from shared.models._checks import check_images, check_texts
+from winnow.shared.models._checks import check_images, check_texts
 
 TOXIC_WORDS = frozenset({"idiot", "stupid", "hate", "moron", "dumb"})
 POISON_TEXT = "__raise__"  # a text the toy toxicity model fails on, to test error isolation

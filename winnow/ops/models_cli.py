@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from shared.models.registry import ModelPreset, all_presets, models_dir, preset
+from winnow.shared.models.registry import ModelPreset, all_presets, models_dir, preset
 
 
 
@@ -49,7 +49,7 @@ def weights_present(chosen: ModelPreset) -> str:
     """'yes', 'no' and why, without loading the model."""
     import importlib.util
 
-    from shared.models.production import PRODUCTION_WEIGHTS
+    from winnow.shared.models.production import PRODUCTION_WEIGHTS
 
     if importlib.util.find_spec(chosen.factory.partition(":")[0]) is None:
         return "no (module missing)"
@@ -72,8 +72,8 @@ def list_models(args: argparse.Namespace) -> int:
 
 def repository_specs(preset_name: str, clip_models: list[str]):
     """The Triton model specs serving every model kind of a preset (and any CLIP models)."""
-    from shared.models.clip import parse_clip_model
-    from shared.triton.contract import ModelKind
+    from winnow.shared.models.clip import parse_clip_model
+    from winnow.shared.triton.contract import ModelKind
     from winnow.ops.triton.repository import ModelSpec, clip_model_specs
 
     specs = []
@@ -88,10 +88,10 @@ def repository_specs(preset_name: str, clip_models: list[str]):
                                factory_kwargs=chosen.arguments(), **fields))
     for spec in clip_models:
         key, arch, pretrained = parse_clip_model(spec)
-        from shared.models.clip import OpenClipEncoder
+        from winnow.shared.models.clip import OpenClipEncoder
 
         encoder = OpenClipEncoder(arch, pretrained)
-        specs += clip_model_specs(f"clip_{key}", "shared.models.clip:OpenClipEncoder", dim=encoder.dim,
+        specs += clip_model_specs(f"clip_{key}", "winnow.shared.models.clip:OpenClipEncoder", dim=encoder.dim,
                                   image_fit=encoder.image_fit,
                                   factory_kwargs={"arch": arch, "pretrained": pretrained})
     return specs
@@ -108,7 +108,7 @@ def write_repository(args: argparse.Namespace) -> int:
 
 
 def fetch_weights(args: argparse.Namespace) -> int:
-    from shared.models.production import PRODUCTION_WEIGHTS
+    from winnow.shared.models.production import PRODUCTION_WEIGHTS
 
     console = Console()
     dest = Path(args.dest) if args.dest else models_dir()
@@ -156,7 +156,7 @@ def serve_repository(args: argparse.Namespace) -> int:
 
 
 def train_clip(args: argparse.Namespace) -> int:
-    from services.trainer.offline_clip import MODEL_FILE, train_offline_clip
+    from winnow.services.trainer.offline_clip import MODEL_FILE, train_offline_clip
 
     report = train_offline_clip(Path(args.workdir), models_dir(), args.samples_seen, args.eval_data)
     console = Console()

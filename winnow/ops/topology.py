@@ -16,7 +16,7 @@ import posixpath
 from dataclasses import dataclass, field
 from enum import Enum
 
-from shared.topics import CRAWL_TOPIC, TOPIC_PARTITIONS, shards_topic
+from winnow.shared.topics import CRAWL_TOPIC, TOPIC_PARTITIONS, shards_topic
 
 #: The image every service runs from (docker/Dockerfile); the tag is the release.
 SERVICE_IMAGE = "ghcr.io/winnow-data/winnow"
@@ -65,7 +65,7 @@ class Service:
     resources: Resources = Resources("500m", "1Gi", "2", "4Gi")
     env: dict[str, str] = field(default_factory=dict)  # service-specific settings (WINNOW_*)
     fetches_internet: bool = False  # needs egress to the public internet (the downloader)
-    # what paths in its requests and bus messages may name (shared.access), beside the job storage
+    # what paths in its requests and bus messages may name (winnow.shared.access), beside the job storage
     reads_pools: bool = False  # the pools folder beside the job storage (where clients upload pools)
     read_roots: tuple[str, ...] = ()
     write_roots: tuple[str, ...] = ()
@@ -86,36 +86,36 @@ class Service:
 
 
 SERVICES: tuple[Service, ...] = (
-    Service("extractor", "services.extractor", "image URLs and alt text from Common Crawl WARC/WAT files",
+    Service("extractor", "winnow.services.extractor", "image URLs and alt text from Common Crawl WARC/WAT files",
             CRAWL_TOPIC, shards_topic("pool"), 50050, 9100,
             resources=Resources("500m", "512Mi", "1", "2Gi"), fetches_internet=True, reads_pools=True),
-    Service("downloader", "services.downloader", "fetches, resizes and shards the images of a pool",
+    Service("downloader", "winnow.services.downloader", "fetches, resizes and shards the images of a pool",
             shards_topic("pool"), shards_topic("downloader"), 50051, 9101,
             resources=Resources("1", "1Gi", "4", "4Gi"), fetches_internet=True, reads_pools=True,
             # one crawl file is one pool shard (often 50k+ images): hold its message up to 4 hours
             env={"WINNOW_MAX_MESSAGE_SECONDS": "14400"}),
-    Service("safety", "services.safety", "drops toxic captions and NSFW images",
+    Service("safety", "winnow.services.safety", "drops toxic captions and NSFW images",
             shards_topic("downloader"), shards_topic("safety"), 50052, 9102,
             models=("text_toxicity", "image_nsfw")),
-    Service("dedup", "services.dedup", "drops evaluation-set copies and duplicates within the pool",
+    Service("dedup", "winnow.services.dedup", "drops evaluation-set copies and duplicates within the pool",
             shards_topic("safety"), shards_topic("dedup"), 50053, 9103,
             models=("near_duplicate",), max_replicas=1,  # its pool registry is one writer per job
             resources=Resources("500m", "2Gi", "2", "8Gi"),
             env={"WINNOW_REGISTRY_DIR": f"{STATE_ROOT}/dedup", "WINNOW_EVAL_INDEX_DIR": ""}),
-    Service("blur", "services.blur", "blurs detected faces",
+    Service("blur", "winnow.services.blur", "blurs detected faces",
             shards_topic("dedup"), shards_topic("blur"), 50054, 9104, models=("face_detector",)),
-    Service("embed", "services.embed", "CLIP image and text embeddings and CLIP scores",
+    Service("embed", "winnow.services.embed", "CLIP image and text embeddings and CLIP scores",
             shards_topic("blur"), shards_topic("embed"), 50055, 9105, clip=True),
-    Service("filter", "services.filter", "a DataComp baseline over the whole pool, then resharding",
+    Service("filter", "winnow.services.filter", "a DataComp baseline over the whole pool, then resharding",
             shards_topic("embed"), shards_topic("reshard"), 50056, 9106, role=Role.JOB, max_replicas=1,
             resources=Resources("1", "4Gi", "4", "16Gi")),
-    Service("trainer", "services.trainer", "trains a CLIP on a subset with open_clip at a DataComp scale",
+    Service("trainer", "winnow.services.trainer", "trains a CLIP on a subset with open_clip at a DataComp scale",
             shards_topic("reshard"), shards_topic("trainer"), 50057, 9107, role=Role.TRAINING, max_replicas=1,
             resources=Resources("2", "8Gi", "8", "32Gi", gpu=1),
             env={"WINNOW_TRAIN_OUTPUT_DIR": f"{STATE_ROOT}/training"},
             # reads the pipeline's subsets, writes only its runs
             job_storage_access="read", read_roots=(f"{STATE_ROOT}/training",), write_roots=(f"{STATE_ROOT}/training",)),
-    Service("evaluator", "services.evaluator", "evaluates a trained model on DataComp's tasks",
+    Service("evaluator", "winnow.services.evaluator", "evaluates a trained model on DataComp's tasks",
             shards_topic("trainer"), shards_topic("evaluator"), 50058, 9108, role=Role.TRAINING, max_replicas=1,
             resources=Resources("1", "4Gi", "4", "16Gi", gpu=1),
             # reads the trainer's runs (the same volume) and DataComp's evaluation sets; writes results into the runs
@@ -213,7 +213,7 @@ def service_env(svc: Service, endpoints: Endpoints) -> dict[str, str]:
         "WINNOW_LOG_JSON": "true",
     }
     read_roots, write_roots = access_roots(svc, endpoints)
-    env["WINNOW_READ_ROOTS"] = json.dumps(read_roots)  # besides the write roots (shared.access)
+    env["WINNOW_READ_ROOTS"] = json.dumps(read_roots)  # besides the write roots (winnow.shared.access)
     env["WINNOW_WRITE_ROOTS"] = json.dumps(write_roots)
     if svc.uses_triton:
         env["WINNOW_TRITON_URL"] = endpoints.triton_grpc

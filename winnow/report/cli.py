@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from shared import storage
+from winnow.shared import storage
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Everything comes from what the stages already wrote: the ``_stats.json`` markers (the funnel), the
 last stage's ledgers (one row per uid that entered, carried along by every stage: the outcome of
 each sample, its scores and its URL), the filter's subset and its criteria
-(``services.filter.criteria``) and each stage's recorded thresholds. Nothing is embedded row by
+(``winnow.services.filter.criteria``) and each stage's recorded thresholds. Nothing is embedded row by
 row except a compact uid index for the page's lookup; histograms are binned here, and sample
 grids are drawn from a bounded number of shards.
 """
@@ -22,11 +22,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from services.filter import criteria as C
-from shared.subset import load_subset, uids_from_hex
-from shared import storage
-from shared.jobs import MANIFEST, JobManifest, StageTotals, stage_totals
-from shared.shards import SUCCESS, ShardStats, read_stats
+from winnow.services.filter import criteria as C
+from winnow.shared.subset import load_subset, uids_from_hex
+from winnow.shared import storage
+from winnow.shared.jobs import MANIFEST, JobManifest, StageTotals, stage_totals
+from winnow.shared.shards import SUCCESS, ShardStats, read_stats
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def _read_ledgers(stage_dir: str, columns: list[str]) -> pa.Table:
 
 def _filters(job_root: str) -> list[FilterFacts]:
     """Every subset with criteria under ``{job}/filter/``; the resharded one first."""
-    from services.filter.stage import filter_summary
+    from winnow.services.filter.stage import filter_summary
 
     summary = filter_summary(job_root) or {}
     primary = summary.get("subset")

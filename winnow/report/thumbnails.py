@@ -21,9 +21,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from shared import storage
-from shared.face_blur import blur_boxes
-from shared.shards import IMAGE_EXTENSIONS, ImageSource, ShardFormatError, image_source, shard_prefix
+from winnow.shared import storage
+from winnow.shared.face_blur import blur_boxes
+from winnow.shared.shards import IMAGE_EXTENSIONS, ImageSource, ShardFormatError, image_source, shard_prefix
 
 log = logging.getLogger(__name__)
 

@@ -70,7 +70,7 @@ SERVICE_DOCKERFILE = Path("docker/Dockerfile")
 TRITON_DOCKERFILE = Path("docker/triton.Dockerfile")
 #: One-shot services: they run to completion before the services start.
 KAFKA_TOPICS, S3_BUCKET = "kafka-topics", "s3-bucket"
-PROBE = ("python", "-m", "shared.service.health_probe")
+PROBE = ("python", "-m", "winnow.shared.service.health_probe")
 #: Seconds the service shell may take to stop: the current shard finishes (runner.StageService.stop).
 STOP_GRACE = "90s"
 

@@ -3,7 +3,7 @@
 Pod ``i`` of the Job ``winnow-train`` is node rank ``i``; pod 0 is the rendezvous master, found
 through a headless Service (``winnow-train-0.winnow-train``). Each pod runs
 ``torchrun --nnodes N --nproc_per_node G --node_rank $(JOB_COMPLETION_INDEX) -m
-services.trainer.train ...`` with the ``winnow train`` options, as DataComp launches its
+winnow.services.trainer.train ...`` with the ``winnow train`` options, as DataComp launches its
 ``train.py``. Checkpoints go to the shared training volume; a retried pod resumes the run from
 the newest one (``--resume latest``).
 """
@@ -42,10 +42,10 @@ WORKERS_PER_RANK = 4
 
 
 def torchrun_args() -> list[str]:
-    """torchrun's options, then ``-m services.trainer.train`` and the ``winnow train`` options."""
+    """torchrun's options, then ``-m winnow.services.trainer.train`` and the ``winnow train`` options."""
     return [f"--nnodes={NODES}", f"--nproc_per_node={GPUS_PER_NODE}", "--node_rank=$(JOB_COMPLETION_INDEX)",
             f"--master_addr={JOB_NAME}-0.{JOB_NAME}", f"--master_port={MASTER_PORT}",
-            "-m", "services.trainer.train",
+            "-m", "winnow.services.trainer.train",
             "--scale", SCALE, "--data_dir", TRAIN_DATA, "--output_dir", OUTPUT_DIR,
             "--workers", str(WORKERS_PER_RANK), "--report_to", "tensorboard"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
-from services.trainer.offline_clip import MODEL_FILE
+from winnow.services.trainer.offline_clip import MODEL_FILE
 from winnow.ops import topology
-from shared.models.registry import models_dir
+from winnow.shared.models.registry import models_dir
 
 DEFAULT_STATE_DIR = ".winnow"
 SCALE_FILE = "scale.json"
@@ -176,7 +176,7 @@ def _upload_pool(pool: Path, state: dict) -> str:
 def submit_command(args: argparse.Namespace) -> int:
     import grpc
 
-    from shared.proto import downloader_pb2, downloader_pb2_grpc
+    from winnow.shared.proto import downloader_pb2, downloader_pb2_grpc
 
     if bool(args.pool) == bool(args.shards):
         raise ValueError("winnow submit: give a POOL or --shards URI (one of them)")

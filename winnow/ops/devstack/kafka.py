@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from shared.ports import free_port
+from winnow.shared.ports import free_port
 from winnow.ops.managed import die_with_parent, log_excerpt, run_until_interrupted
 
 log = logging.getLogger(__name__)

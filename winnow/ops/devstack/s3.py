@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from shared.ports import free_ports
+from winnow.shared.ports import free_ports
 from winnow.ops.managed import log_excerpt
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ import structlog
 
 from winnow.ops import topology
 from winnow.ops.devstack.processes import ReplicaProcess, ServiceStartError
-from shared.ports import free_ports
+from winnow.shared.ports import free_ports
 from winnow.ops.topology import STATE_ROOT, Endpoints, Service
 
 log = structlog.get_logger(__name__)
@@ -123,7 +123,7 @@ class Stack:
         return None if self.options.free_ports else default
 
     def _start_kafka(self) -> None:
-        from shared.bus.kafka import KafkaBus
+        from winnow.shared.bus.kafka import KafkaBus
         from winnow.ops.devstack.kafka import KafkaBroker
 
         if self.options.kafka_bootstrap:
@@ -182,7 +182,7 @@ class Stack:
         env["WINNOW_METRICS_PORT"] = str(metrics_port)
         env["WINNOW_MODEL_PRESET"] = self.options.model_preset
         if svc.name == "embed" and self.options.clip_models:
-            from shared.models.clip import parse_clip_model
+            from winnow.shared.models.clip import parse_clip_model
 
             models = {key: {"arch": arch, "pretrained": pretrained or "", "triton_model": f"clip_{key}"}
                       for key, arch, pretrained in map(parse_clip_model, self.options.clip_models)}

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
-from shared.ports import free_ports
+from winnow.shared.ports import free_ports
 from winnow.ops.managed import die_with_parent, log_excerpt, run_until_interrupted
 
 log = structlog.get_logger(__name__)
@@ -420,7 +420,7 @@ class TritonServer:
 
     def _wait_ready(self, deadline: float) -> None:
         # imported here: the server module is usable (fetch, --run) without the client library
-        from shared.triton.client import TritonClient, TritonError
+        from winnow.shared.triton.client import TritonClient, TritonError
 
         names = self.models or []
         with TritonClient(self.grpc_url, init_timeout_s=2.0, retries=0) as client:
@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, help="log and backend directory for --run (default: a temp dir)")
     args = parser.parse_args(argv)
 
-    from shared.logs import configure_logging
+    from winnow.shared.logs import configure_logging
 
     configure_logging(json_format=False)
     if args.fetch:

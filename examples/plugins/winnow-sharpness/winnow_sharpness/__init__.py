@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shared.curation import Sample, SampleStage, Verdict
+from winnow.shared.curation import Sample, SampleStage, Verdict
 
 DEFAULT_MIN_SHARPNESS = 20.0
 LONGER_SIDE = 512
