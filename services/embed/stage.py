@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from winnow.shared.curation import Sample, SampleStage, Verdict
-from winnow.shared.models.base import ClipEncoder, ImageNeed, image_need
+from winnow.shared.models.base import ClipEncoder, ImageNeed
 from winnow.shared.models.provider import clip_factory
 
 #: DataComp's two CLIP models: the key names the shard's columns and sidecar arrays.
@@ -63,8 +63,9 @@ class EmbedStage(SampleStage):
             self.encoders = {key: make() for key, make in self._factories.items()}
 
     def image_need(self) -> ImageNeed | None:
-        self.setup()
-        return ImageNeed.of_all([image_need(encoder) for encoder in self.encoders.values()])
+        # Full size: CLIP scores rank samples for the filter's cut, and a CLIP served by Triton and
+        # one in-process must embed the same pixels (a reduced decode moved a sample across the cut).
+        return None
 
     def judge(self, samples: list[Sample], shard: dict[str, Any]) -> list[Verdict]:
         self.setup()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from winnow.services.safety.stage import SafetyStage
+from winnow.services.safety.stage import SafetyOptions, SafetyStage
 from winnow.shared.access import AccessDenied, AccessPolicy
 from winnow.shared.messages import make_ref
 from winnow.shared.models.provider import model_factory
@@ -28,7 +28,8 @@ def test_an_image_source_outside_the_read_roots_is_refused_before_it_is_read(tmp
                          image_source=ImageSource(str(canary)[: -len(".tar")]))
     writer.add({"key": "000000000", "uid": "0" * 32, "url": "http://x/y.jpg", "text": "a cat", "status": SUCCESS})
     writer.close()
-    stage = SafetyStage(model_factory("text_toxicity", "offline"), model_factory("image_nsfw", "offline"))
+    stage = SafetyStage(model_factory("text_toxicity", "offline"), model_factory("image_nsfw", "offline"),
+                        SafetyOptions(toxicity_threshold=0.5, nsfw_threshold=0.5))
     stage.source_check = AccessPolicy(read_roots=(), write_roots=(str(runs),)).read
     ref = make_ref(job_id="job", shard_id=0, stage="downloader", uri=ledger, sample_count=1,
                    job_root=str(runs / "job"), shard_count=1)
