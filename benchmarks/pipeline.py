@@ -66,6 +66,7 @@ from benchmarks.stage_threads import SETUP_LOG_ENV
 from winnow.shared.topics import CURATION_STAGES
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_web_corpus
+from tests.infra.process_memory import high_water_mark
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / "benchmarks" / "_data"
@@ -184,14 +185,6 @@ def _thread_times(pid: int) -> dict[int, tuple[str, int]]:
     return found
 
 
-def _high_water_mark(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 @dataclass
@@ -215,7 +208,7 @@ def run_measured(command: list[str], env: dict[str, str], log_path: Path, interv
         by_name: Counter = Counter()
         peak = 0
         while True:
-            peak = max(peak, _high_water_mark(process.pid))
+            peak = max(peak, high_water_mark(process.pid))
             for tid, (name, ticks) in _thread_times(process.pid).items():
                 by_name[name] += ticks - last.get(tid, 0)
                 last[tid] = ticks

@@ -22,6 +22,7 @@ from PIL import Image
 from tests.corpus.images import write_corpus_images
 from tests.infra.image_server import ImageServer, bomb_png_bytes, gzip_bomb_bytes
 from tests.infra.images import openclipart_images, skimage_images
+from tests.infra.process_memory import high_water_mark
 
 REPO = Path(__file__).resolve().parents[2]
 LOOPBACK = "127.0.0.0/8"
@@ -104,21 +105,13 @@ def run_winnow(args: list[str], workdir: Path, timeout: float = 240) -> Finished
     return Finished(process.returncode, out.read_text(), err.read_text(), peak)
 
 
-def _high_water_mark(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0  # exited (a zombie has no memory to report)
 
 
 def _wait_measuring(pid: int, timeout: float) -> tuple[int, int]:
     deadline = time.monotonic() + timeout
     peak = 0
     while True:
-        peak = max(peak, _high_water_mark(pid))
+        peak = max(peak, high_water_mark(pid))
         found, status = os.waitpid(pid, os.WNOHANG)
         if found:
             return status, peak
