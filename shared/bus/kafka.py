@@ -40,11 +40,17 @@ class KafkaBus:
     ``max_poll_interval_ms`` bounds how long one message may take before the group assumes the
     consumer is dead and hands its partitions to another member; shards take minutes, so the
     default is generous.
+
+    ``metadata_max_age_ms`` is short because a group leader that assigns before its first
+    metadata response gives every member no partitions (kafka-python 3.0.12 logs "No partition
+    metadata for topic") and rejoins only when metadata next changes: with the 5-minute default a
+    replica, or the whole group, sits idle that long.
     """
 
     def __init__(self, bootstrap_servers: str, *, client_id: str = "winnow", max_poll_interval_ms: int = 1_800_000,
                  session_timeout_ms: int = 10_000, request_timeout_ms: int = 30_000, replication_factor: int = 1,
-                 default_partitions: int = 4, security: dict | None = None) -> None:
+                 default_partitions: int = 4, metadata_max_age_ms: int = 15_000,
+                 security: dict | None = None) -> None:
         self.default_partitions = default_partitions
         self.bootstrap_servers = bootstrap_servers
         self.replication_factor = replication_factor
@@ -53,6 +59,7 @@ class KafkaBus:
         self._max_poll_interval_ms = max_poll_interval_ms
         self._session_timeout_ms = session_timeout_ms
         self._request_timeout_ms = request_timeout_ms
+        self._metadata_max_age_ms = metadata_max_age_ms
         self._producer: KafkaProducer | None = None
 
     def _producer_instance(self) -> KafkaProducer:
@@ -109,6 +116,7 @@ class KafkaBus:
             session_timeout_ms=self._session_timeout_ms,
             heartbeat_interval_ms=max(1000, self._session_timeout_ms // 3),
             fetch_max_wait_ms=100,
+            metadata_max_age_ms=self._metadata_max_age_ms,
             **self._security,
         )
 

@@ -51,6 +51,9 @@ def _consumer(bootstrap: str, group: str, topic: str) -> KafkaConsumer:
         heartbeat_interval_ms=1000,
         max_poll_interval_ms=30000,
         fetch_max_wait_ms=100,
+        # A leader that assigns before its first metadata response leaves the group without
+        # partitions until metadata next refreshes (seen once in CI): refresh within the wait.
+        metadata_max_age_ms=5000,
     )
     c.subscribe([topic])
     return c
