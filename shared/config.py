@@ -8,8 +8,6 @@ dataclass, which owns their defaults, and ``settings.options()`` gives the datac
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from collections.abc import Collection, Mapping
 from typing import Any, ClassVar
 
@@ -17,6 +15,7 @@ from pydantic import BaseModel, Field, create_model
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from winnow.shared.access import AccessPolicy
+from winnow.shared.option_flags import build_options, option_items
 
 
 class ServiceSettings(BaseSettings):
@@ -96,62 +95,28 @@ class StageOptionFields(BaseModel):
 
     def options(self) -> Any:
         """The options dataclass these settings describe (options not made settings keep their defaults)."""
-        top: dict[str, Any] = {}
-        nested: dict[str, dict[str, Any]] = {}
-        for name, path in self.option_paths.items():
-            if len(path) == 1:
-                top[path[0]] = getattr(self, name)
-            else:
-                nested.setdefault(path[0], {})[path[1]] = getattr(self, name)
-        defaults = {f.name: f for f in dataclasses.fields(self.options_type)}
-        for name, values in nested.items():
-            top[name] = dataclasses.replace(_field_default(defaults[name]), **values)
-        return self.options_type(**top)
-
-
-def _field_default(item: dataclasses.Field) -> Any:
-    if item.default_factory is not dataclasses.MISSING:
-        return item.default_factory()
-    if item.default is dataclasses.MISSING:
-        raise TypeError(f"option {item.name} has no default: a setting needs one")
-    return item.default
+        return build_options(self.options_type, {path: getattr(self, name) for name, path in self.option_paths.items()})
 
 
 def option_fields(options_type: type, *, names: Mapping[str, str] | None = None,
                   exclude: Collection[str] = ()) -> type[StageOptionFields]:
     """A pydantic mixin with one field per option of the frozen dataclass ``options_type``, its
-    type and default: ``class SafetySettings(option_fields(SafetyOptions), CurationSettings)``.
+    type, default and help: ``class SafetySettings(option_fields(SafetyOptions), CurationSettings)``.
 
-    An option that is itself a dataclass gives one field per option of it, named
-    ``{option}_{inner}`` unless ``names`` maps the dotted path (``"pool_index.flat_limit"``) to
-    another; ``exclude`` names options (dotted paths too) that are not settings. The mixin comes
-    first among the bases, so the options' defaults win over a base's field of the same name.
+    Options are listed by :func:`winnow.shared.option_flags.option_items`: a nested options
+    dataclass gives ``{option}_{inner}`` fields unless ``names`` maps the dotted path
+    (``"pool_index.flat_limit"``) to another name; ``exclude`` names options (dotted paths too)
+    that are not settings. The mixin comes first among the bases, so the options' defaults win
+    over a base's field of the same name.
     """
-    names = dict(names or {})
     fields: dict[str, Any] = {}
     paths: dict[str, tuple[str, ...]] = {}
-    hints = typing.get_type_hints(options_type)
-    for item in dataclasses.fields(options_type):
-        if item.name in exclude:
-            continue
-        if dataclasses.is_dataclass(hints[item.name]):
-            default = _field_default(item)
-            inner_hints = typing.get_type_hints(hints[item.name])
-            for inner in dataclasses.fields(default):
-                path = f"{item.name}.{inner.name}"
-                if path not in exclude:
-                    name = names.pop(path, f"{item.name}_{inner.name}")
-                    fields[name] = (inner_hints[inner.name], getattr(default, inner.name))
-                    paths[name] = (item.name, inner.name)
-            continue
-        name = names.pop(item.name, item.name)
-        if item.default_factory is not dataclasses.MISSING:
-            fields[name] = (hints[item.name], Field(default_factory=item.default_factory))
+    for item in option_items(options_type, names=names, exclude=exclude):
+        if item.default_factory is not None:
+            fields[item.name] = (item.hint, Field(default_factory=item.default_factory, description=item.help or None))
         else:
-            fields[name] = (hints[item.name], _field_default(item))
-        paths[name] = (item.name,)
-    if names:
-        raise ValueError(f"{options_type.__name__} has no option(s) {sorted(names)}")
+            fields[item.name] = (item.hint, Field(item.default, description=item.help or None))
+        paths[item.name] = item.path
     mixin = create_model(f"{options_type.__name__}Fields", __base__=StageOptionFields, **fields)
     mixin.options_type, mixin.option_paths = options_type, paths
     return mixin

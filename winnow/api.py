@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from winnow.pipeline import STAGE_NAMES
 
@@ -179,7 +180,7 @@ class RunResult:
 
 def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: str | None = None,
         images_blurred: bool = False, stages: Sequence[str] | None = None,
-        stage_options: Sequence[str] = (), model_preset: str = "offline", triton_url: str = "", eval_index: str = "",
+        stage_options: Sequence[str] | Mapping[str, Any] = (), model_preset: str = "offline", triton_url: str = "", eval_index: str = "",
         clip_models: Sequence[str] = (), filter: str = "basic_filter", threshold: float | None = None,
         fraction: float | None = None, arch: str | None = None, shard_size: int = 10_000, input_format: str = "",
         url_col: str = "url", caption_col: str | None = "text", samples_per_shard: int = 10_000, max_samples: int = 0,
@@ -193,8 +194,9 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     (img2dataset or DataComp shards one already has, local or ``s3://``, curated in place:
     nothing is downloaded or copied; ``images_blurred`` says their faces are blurred already).
     The options are ``winnow run``'s: ``stages`` (default: every stage; winnow's in pipeline
-    order, plugins where they should run, with
-    ``stage_options`` ``"STAGE:KEY=VALUE"``), ``clip_models`` (``"KEY=ARCH[:CHECKPOINT]"``, which
+    order, plugins where they should run), ``stage_options`` (``"STAGE:KEY=VALUE"`` strings, or a
+    mapping of stage to its options: ``{"safety": SafetyOptions(nsfw_threshold=0.2)}``,
+    ``{"sharpness": {"min_sharpness": "50"}}``), ``clip_models`` (``"KEY=ARCH[:CHECKPOINT]"``, which
     the embed stage needs), ``filter`` (``"none"``, a DataComp baseline or ``"module:function"``,
     with ``threshold``/``fraction``/``arch`` for the clip_score ones). ``download`` is what the
     download stage fetches and writes (default ``DownloadSpec()``: DataComp's settings). With
@@ -219,11 +221,12 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     if example:  # the example server is on loopback: allow exactly it, for this run only
         spec = replace(spec, allow_networks=(*spec.allow_networks, EXAMPLE_NETWORK))
         samples_per_shard = min(samples_per_shard, EXAMPLE_SAMPLES_PER_SHARD)
-    options = spec.stage_options(DATACOMP_PROFILE)
+    spec.stage_options(DATACOMP_PROFILE)  # a value it cannot take is refused before the job is written
     recorded = {item.name: getattr(spec, item.name) for item in fields(spec)}
     recorded.update(input_format=input_format, url_col=url_col, caption_col=caption_col,
                     samples_per_shard=samples_per_shard, max_samples=max_samples, workers=workers,
-                    stages=list(stages or STAGE_NAMES), stage_option=list(stage_options), model_preset=model_preset,
+                    stages=list(stages or STAGE_NAMES), stage_option=_recorded_stage_options(stage_options),
+                    model_preset=model_preset,
                     triton_url=triton_url, eval_index=eval_index, clip_model=list(clip_models), filter=filter,
                     threshold=threshold, fraction=fraction, arch=arch, shard_size=shard_size,
                     train_scale=train_scale, eval_data=eval_data, blur_at_rest=blur_at_rest,
@@ -249,7 +252,7 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
             if manifest.sample_count == 0:
                 raise PoolFormatError(f"the pool {source} has no rows: nothing to curate")
             chosen = list(stages) if stages is not None else list(STAGE_NAMES)
-            built = build_stages(chosen, download=options, model_preset=model_preset, triton_url=triton_url,
+            built = build_stages(chosen, download=spec, model_preset=model_preset, triton_url=triton_url,
                                  eval_index=eval_index, clip_models=clip_models, stage_options=stage_options,
                                  blur_at_rest=blur_at_rest)
             if "embed" in chosen and not clip_models:
@@ -266,6 +269,14 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
             if eval_data:
                 evaluation = evaluate(training.run_dir, data_dir=eval_data, say=say)
     return RunResult(manifest, result.totals, result.dead_letters, filtered, training, evaluation)
+
+
+def _recorded_stage_options(stage_options: Sequence[str] | Mapping[str, Any]) -> list | dict:
+    """``stage_options`` as ``job.json`` records them (JSON values)."""
+    if not isinstance(stage_options, Mapping):
+        return list(stage_options)
+    return {name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+            for name, value in stage_options.items()}
 
 
 def _filter_job(manifest: JobManifest, last_stage: str, config, *, shard_size: int,

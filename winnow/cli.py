@@ -34,7 +34,9 @@ from winnow.report import cli as report_cli
 from winnow.services.reshard import cli as reshard_cli
 from winnow.services.trainer import cli as trainer_cli
 from winnow.services.downloader.pool import FORMATS, PoolFormatError
-from winnow.pipeline import STAGE_NAMES
+from winnow.pipeline import STAGE_NAMES, STAGE_OPTIONS
+from winnow.shared.option_flags import add_option_flags, options_from_args, options_from_strings
+from winnow.shared.stage_plugins import parse_stage_options
 from winnow import shards_run
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
@@ -64,7 +66,8 @@ def _add_run_parser(subparsers) -> None:
                           help=f"stages to run, in order: {' '.join(STAGE_NAMES)} (embed needs --clip_model), and "
                                "any installed stage plugin (entry-point group winnow.stages) where it should run")
     pipeline.add_argument("--stage_option", action="append", default=[], metavar="STAGE:KEY=VALUE",
-                          help="an option for a stage plugin, e.g. sharpness:min_sharpness=50")
+                          help="an option of a stage plugin, e.g. sharpness:min_sharpness=50 (winnow's own "
+                               "stages take these too, as their --STAGE.OPTION flags below)")
     pipeline.add_argument("--model_preset", default="offline", help="offline (weights in packages) or production")
     pipeline.add_argument("--triton_url", default="", help="serve the models from this Triton (host:port)")
     pipeline.add_argument("--eval_index", default="", help="evaluation-set index for dedup (winnow dedup build-index)")
@@ -83,6 +86,10 @@ def _add_run_parser(subparsers) -> None:
                             "downloader tars; by default it records face_bboxes and the resharder blurs them")
     faces.add_argument("--no_blur_faces", action="store_true",
                        help="the resharded subset keeps faces unblurred (face_bboxes are still recorded)")
+    for spec in STAGE_OPTIONS:  # --safety.nsfw_threshold, ...: the fields of each stage's options dataclass
+        add_option_flags(parser.add_argument_group(f"{spec.stage} stage (its options; the service's WINNOW_* "
+                                                   "settings of the same names)"),
+                         spec.items(), prefix=f"{spec.stage}.")
     loop = parser.add_argument_group("training and evaluation (the full DataComp loop)")
     loop.add_argument("--train_scale", default="", help="train a CLIP on the subset at this scale (e.g. tiny)")
     loop.add_argument("--eval_data", default="", help="evaluate the trained model on these sets "
@@ -103,7 +110,7 @@ def run_command(args: argparse.Namespace) -> int:
     stages = args.stages if given else None  # None: the default for the kind of job
     result = api.run(args.pool or None, args.out, example=args.example, shards=args.shards or None,
                      images_blurred=args.images_blurred, stages=stages,
-                     stage_options=args.stage_option, model_preset=args.model_preset, triton_url=args.triton_url,
+                     stage_options=stage_options_from_args(args), model_preset=args.model_preset, triton_url=args.triton_url,
                      eval_index=args.eval_index, clip_models=args.clip_model, filter=args.filter,
                      threshold=args.threshold, fraction=args.fraction, arch=args.arch, shard_size=args.shard_size,
                      input_format=args.input_format, url_col=args.url_col, caption_col=args.caption_col,
@@ -122,6 +129,23 @@ def run_command(args: argparse.Namespace) -> int:
     for letter in result.dead_letters:
         console.print(f"[red]shard {letter.ref.shard_id} failed in {letter.stage}: {letter.error.splitlines()[0]}")
     return 1 if result.dead_letters else 0
+
+
+def stage_options_from_args(args: argparse.Namespace) -> dict:
+    """Options by stage: each of winnow's stages whose ``--STAGE.OPTION`` flags (with its
+    ``--stage_option`` text on top) differ from its defaults, as its options dataclass; a plugin's
+    ``--stage_option`` text as it is (``load_stage`` reads it into the plugin's options)."""
+    text = parse_stage_options(args.stage_option)
+    options: dict = {}
+    for spec in STAGE_OPTIONS:
+        options_type, items = spec.options_type(), spec.items()
+        value = options_from_args(args, options_type, items, prefix=f"{spec.stage}.")
+        if spec.stage in text:
+            value = options_from_strings(options_type, text.pop(spec.stage), items=items, base=value)
+        if value != options_type():
+            options[spec.stage] = value
+    options.update(text)
+    return options
 
 
 def print_filter_criteria(console: Console, job_root: str) -> None:

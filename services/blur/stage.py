@@ -13,12 +13,13 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from winnow.services.blur.options import BlurOptions
 from winnow.shared import storage
 from winnow.shared.curation import Sample, SampleStage, Verdict
 from winnow.shared.face_blur import blur_boxes
@@ -26,15 +27,6 @@ from winnow.shared.messages import ShardRef
 from winnow.shared.models.base import FaceDetector, ImageNeed, image_need
 from winnow.shared.models.provider import model_factory
 from winnow.shared.shards import IMAGE_FORMATS, ImageSource, image_source
-
-
-@dataclass(frozen=True)
-class BlurOptions:
-    jpeg_quality: int = 95
-    batch_size: int = 32
-    # True: keep blurred images at rest (a tar per shard; the job's unblurred downloader tar is
-    # then removed), for policies that forbid unblurred faces at rest; False: only face_bboxes.
-    write_blurred_images: bool = False
 
 
 def build_stage(options: BlurOptions, model_preset: str = "offline", triton_url: str = "") -> BlurStage:

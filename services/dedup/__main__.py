@@ -6,19 +6,16 @@ The pool registry makes dedup stateful: run one replica per job (or per disjoint
 from __future__ import annotations
 
 from winnow.services.dedup.server import bindings
-from winnow.services.dedup.stage import DedupOptions, build_stage
+from winnow.services.dedup.options import POOL_INDEX_NAMES, DedupOptions
+from winnow.services.dedup.stage import build_stage
 from winnow.shared.config import option_fields
 from winnow.shared.curation_settings import CurationSettings
 from winnow.shared.service.runner import serve_forever
 from winnow.shared.topics import shards_topic
 
-# The pool index's options keep the names the service has always read (WINNOW_POOL_FLAT_LIMIT, ...).
-POOL_INDEX_SETTINGS = {"pool_index.flat_limit": "pool_flat_limit", "pool_index.factory": "pool_index_factory",
-                       "pool_index.search_params": "pool_search_params",
-                       "pool_index.binary_backend": "pool_binary_backend"}
 
 
-class DedupSettings(option_fields(DedupOptions, names=POOL_INDEX_SETTINGS, exclude=("exact", "near")),
+class DedupSettings(option_fields(DedupOptions, names=POOL_INDEX_NAMES),
                     CurationSettings):
     service_name: str = "dedup"
     input_topic: str = shards_topic("safety")

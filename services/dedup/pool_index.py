@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from winnow.services.dedup.options import PoolIndexConfig
+
 log = logging.getLogger(__name__)
 
 # Measured with faiss 1.15 on the project's 2-core machine (256-bit codes, 200k of them):
@@ -37,14 +39,6 @@ log = logging.getLogger(__name__)
 SCAN_NS_PER_CODE = 1.0
 MULTIHASH_NS_PER_PROBE = 100.0
 MULTIHASH_NS_PER_CANDIDATE = 300.0
-
-
-@dataclass(frozen=True)
-class PoolIndexConfig:
-    flat_limit: int = 65_536  # float descriptors: exact IndexFlatIP up to this many kept images
-    factory: str = "IVF1024,Flat"  # faiss index_factory string for the float index past flat_limit
-    search_params: str = "nprobe=32"  # faiss ParameterSpace string applied to that index
-    binary_backend: str = "auto"  # hashes: "auto" (cost model), "flat" (scan) or "multihash"
 
 
 def sign_bits(descriptors: np.ndarray) -> np.ndarray | None:

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from winnow.services.dedup.index import EvalIndex, PoolRegistry
-from winnow.services.dedup.pool_index import PoolIndexConfig, sign_bits
+from winnow.services.dedup.options import DedupOptions
+from winnow.services.dedup.pool_index import sign_bits
 from winnow.shared import storage
 from winnow.shared.curation import Sample, SampleStage, Verdict
 from winnow.shared.models.base import ImageNeed, NearDuplicateDescriptor, image_need
@@ -38,17 +38,6 @@ UID_PATTERN = re.compile(r"[0-9a-fA-F]{32}")
 def is_valid_uid(uid: object) -> bool:
     """A DataComp uid: 32 hexadecimal characters (128 bits)."""
     return isinstance(uid, str) and UID_PATTERN.fullmatch(uid) is not None
-
-
-@dataclass(frozen=True)
-class DedupOptions:
-    eval_index_dir: str = ""  # a directory made by `winnow dedup build-index`; empty = no decontamination
-    registry_dir: str = ""  # where the pool registry lives; empty = {job_root}/dedup when local
-    pool_threshold: float | None = None  # near-duplicate cosine; None = the descriptor's own threshold
-    exact: bool = True
-    near: bool = True
-    batch_size: int = 64
-    pool_index: PoolIndexConfig = PoolIndexConfig()  # how kept descriptors are indexed (hashes: exact)
 
 
 def build_stage(options: DedupOptions, model_preset: str = "offline", triton_url: str = "") -> DedupStage:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from winnow.services.downloader.server import downloader_bindings
+from winnow.services.downloader.job import DATACOMP_PROFILE, build_stage
 from winnow.services.downloader.settings import DownloaderSettings
-from winnow.services.downloader.stage import DownloadStage
 from winnow.shared.service.runner import serve_forever
 
 
 def build(settings: DownloaderSettings):
-    stage = DownloadStage(settings.download_options())
+    stage = build_stage(settings.options(), DATACOMP_PROFILE)
     return stage, downloader_bindings(stage, input_topic=settings.input_topic, output_uri=settings.output_uri,
                                       samples_per_shard=settings.samples_per_shard,
                                       policy=settings.access_policy())

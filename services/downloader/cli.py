@@ -19,7 +19,8 @@ from rich.console import Console
 from winnow.services.downloader import datacomp_upstream
 from winnow.services.downloader.job import (DATACOMP_PROFILE, IMG2DATASET_PROFILE, DownloadJob, DownloadSpec,
                                      download_job, download_refs, download_totals)
-from winnow.services.downloader.options import DATACOMP, IMG2DATASET, add_job_options, add_shared_options, parse_bool
+from winnow.services.downloader.flags import add_job_options, add_shared_options
+from winnow.services.downloader.options import DATACOMP, IMG2DATASET, parse_bool
 from winnow.services.downloader.redownload import redownload_failed
 from winnow.services.downloader.stage import TRANSIENT_REASONS, DownloadOptions
 from winnow.services.downloader.summary import failure_hints

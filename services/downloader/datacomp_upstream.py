@@ -125,7 +125,8 @@ def datacomp_download_options(args: argparse.Namespace) -> DownloadOptions:
     verification, the faces of ``face_bboxes`` blurred unless ``--skip_bbox_blurring``), not
     ``winnow download``'s img2dataset defaults; shards in ``DIR/shards``, named ``{shard:08d}``."""
     from winnow.services.downloader.cli import DATACOMP_PROFILE, download_options
-    from winnow.services.downloader.options import DATACOMP, add_shared_options
+    from winnow.services.downloader.flags import add_shared_options
+    from winnow.services.downloader.options import DATACOMP
 
     given = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     add_shared_options(given, DATACOMP)

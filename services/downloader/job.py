@@ -23,16 +23,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from winnow.services.downloader.fetch import DEFAULT_USER_AGENT, FetchOptions, ProxySettings
-from winnow.services.downloader.layout import ShardLayout
+from winnow.services.downloader.layout import OUTPUT_FORMATS, ShardLayout
 from winnow.services.downloader.options import (DATACOMP, IMG2DATASET, Defaults, only, option_differences,
-                                         parse_directives, parse_distributor, parse_incremental_mode,
-                                         parse_output_format, recorded_options)
+                                                parse_directives, parse_distributor, parse_hash,
+                                                parse_incremental_mode, parse_list, parse_output_format,
+                                                parse_verify_hash, recorded_options)
 from winnow.services.downloader.pool import FORMATS, prepare_job
-from winnow.services.downloader.resize import ResizeOptions
+from winnow.services.downloader.resize import ENCODE_FORMATS, ResizeMode, ResizeOptions
 from winnow.services.downloader.stage import DownloadOptions, DownloadStage
 from winnow.shared import storage
 from winnow.shared.jobs import JobManifest, StageTotals
 from winnow.shared.messages import ShardRef
+from winnow.shared.option_flags import option
 from winnow.shared.shards import ShardStats, is_complete
 
 log = structlog.get_logger("winnow.download")
@@ -56,44 +58,53 @@ def _frozen(value):
 @dataclass(frozen=True)
 class DownloadSpec:
     """What a download fetches and writes. The defaults are DataComp's (``winnow run``);
-    ``DownloadSpec.with_defaults(IMG2DATASET)`` starts from img2dataset's."""
+    ``DownloadSpec.with_defaults(IMG2DATASET)`` starts from img2dataset's. The command lines'
+    flags and the downloader service's settings are made from these fields
+    (``winnow.services.downloader.flags``, ``winnow.services.downloader.settings``)."""
 
-    image_size: int = DATACOMP.image_size
-    resize_mode: str = DATACOMP.resize_mode
-    resize_only_if_bigger: bool = DATACOMP.resize_only_if_bigger
-    upscale_interpolation: str = "lanczos"  # the only one winnow has
-    downscale_interpolation: str = "area"  # the only one winnow has
-    encode_format: str = "jpg"
-    encode_quality: int = 95
-    skip_reencode: bool = False
-    disable_all_reencoding: bool = False  # keep the downloaded bytes as they are
-    min_image_size: int = 0
-    max_image_area: float = float("inf")
-    max_aspect_ratio: float = float("inf")
-    max_image_pixels: int = 89_478_485  # decompression-bomb cap
-    thread_count: int = DATACOMP.thread_count  # concurrent requests per process
-    timeout: float = 10.0  # seconds per connect and per read
-    total_timeout: float = 60.0  # seconds for a whole request
-    retries: int = DATACOMP.retries  # of transient failures (429, 5xx, timeouts)
-    max_bytes: int = 32 * 1024 * 1024
-    per_domain_concurrency: int = 8
-    user_agent: str | None = None  # None: winnow's own
-    user_agent_token: str | None = DATACOMP.user_agent_token  # X-Robots-Tag lines addressed to it apply
-    disallowed_header_directives: tuple[str, ...] | None = DATACOMP.disallowed_header_directives  # None or (): off
-    allow_networks: tuple[str, ...] = ()  # CIDRs exempt from the private-address guard
-    compute_hash: str | None = DATACOMP.compute_hash
-    verify_hash: tuple[str, str] | None = None  # (column, hash type)
-    extract_exif: bool = DATACOMP.extract_exif
-    bbox_col: str | None = DATACOMP.bbox_col  # blur these boxes before resizing
-    skip_bbox_blurring: bool = False  # DataComp's spelling of bbox_col=None
-    ignore_ssl_certificate: bool = False
-    respect_robots_txt: bool = False
+    image_size: int = option(DATACOMP.image_size)
+    resize_mode: str = option(DATACOMP.resize_mode, choices=[m.value for m in ResizeMode])
+    resize_only_if_bigger: bool = option(DATACOMP.resize_only_if_bigger)
+    upscale_interpolation: str = option("lanczos", parse=only("lanczos", "winnow upscales with Lanczos"))
+    downscale_interpolation: str = option("area", parse=only("area", "winnow downscales with an area (box) filter"))
+    encode_format: str = option("jpg", choices=sorted(ENCODE_FORMATS))
+    encode_quality: int = option(95, help="jpg/webp quality; png compression 0-9")
+    skip_reencode: bool = option(False)
+    disable_all_reencoding: bool = option(False, help="keep the downloaded bytes as they are")
+    min_image_size: int = option(0)
+    max_image_area: float = option(float("inf"))
+    max_aspect_ratio: float = option(float("inf"))
+    max_image_pixels: int = option(89_478_485, help="decompression-bomb cap")
+    thread_count: int = option(DATACOMP.thread_count, help="concurrent requests per process")
+    timeout: float = option(10.0, help="seconds per connect and per read")
+    total_timeout: float = option(60.0, help="seconds for a whole request")
+    retries: int = option(DATACOMP.retries, help="retries of transient failures (429, 5xx, timeouts)")
+    max_bytes: int = option(32 * 1024 * 1024, help="largest image body fetched")
+    per_domain_concurrency: int = option(8, help="requests at once to one host")
+    user_agent: str | None = option(None, help="User-Agent header (None: winnow's own)")
+    user_agent_token: str | None = option(DATACOMP.user_agent_token,
+                                          help="X-Robots-Tag lines addressed to this token apply")
+    disallowed_header_directives: tuple[str, ...] | None = option(
+        DATACOMP.disallowed_header_directives, parse=parse_directives,
+        help="X-Robots-Tag directives that opt an image out; '[]' switches the check off")
+    allow_networks: tuple[str, ...] = option((), help="CIDRs exempt from the private-address guard, e.g. 127.0.0.0/8")
+    compute_hash: str | None = option(DATACOMP.compute_hash, parse=parse_hash, help="md5, sha256, sha512 or None")
+    verify_hash: tuple[str, str] | None = option(
+        None, parse=parse_verify_hash, help="'[COLUMN, HASH_TYPE]': that column must match the downloaded bytes' digest")
+    extract_exif: bool = option(DATACOMP.extract_exif)
+    bbox_col: str | None = option(DATACOMP.bbox_col, help="blur the [x0, y0, x1, y1] boxes of this column before resizing")
+    skip_bbox_blurring: bool = option(False, help="do not blur the pool's face_bboxes (DataComp's download_upstream "
+                                                  "option; bbox_col=None)")
+    ignore_ssl_certificate: bool = option(False)
+    respect_robots_txt: bool = option(False, help="read each host's robots.txt and skip what it disallows "
+                                                  "(robots_disallowed)")
     # The layout of img2dataset's output (the img2dataset profile only; DataComp's is fixed).
-    output_format: str = "files"
-    oom_shard_count: int = 5  # digits of shard names
-    url_col: str = "url"
-    caption_col: str | None = None
-    save_additional_columns: tuple[str, ...] | None = None
+    output_format: str = option("files", parse=parse_output_format, help=", ".join(OUTPUT_FORMATS))
+    oom_shard_count: int = option(5, help="digits of the shard names")
+    url_col: str = option("url")
+    caption_col: str | None = option(None)
+    save_additional_columns: tuple[str, ...] | None = option(
+        None, parse=parse_list, help="pool columns kept in the output, e.g. '[\"uid\",\"face_bboxes\"]'")
 
     def __post_init__(self) -> None:
         for item in fields(self):  # lists from callers; the spec stays hashable and frozen
@@ -159,25 +170,34 @@ class DownloadSpec:
                                bbox_col=None if self.skip_bbox_blurring else self.bbox_col)
 
 
+def build_stage(spec: DownloadSpec, profile: str = DATACOMP_PROFILE) -> DownloadStage:
+    """The download stage that fetches and writes what ``spec`` says, for the service and
+    ``winnow run`` alike (``ValueError`` names a value it cannot take)."""
+    return DownloadStage(spec.stage_options(profile))
+
+
 @dataclass(frozen=True)
 class DownloadJob:
     """img2dataset's ``download()``: a pool, an output folder, what to write, and how to run the job."""
 
     url_list: str  # pool file or folder
-    output_folder: str = "images"
+    output_folder: str = option("images", help="where the shards go, as img2dataset writes them")
     spec: DownloadSpec = field(default_factory=lambda: DownloadSpec.with_defaults(IMG2DATASET))
-    input_format: str | None = None  # None: the file name decides
-    number_sample_per_shard: int = 10_000
-    processes_count: int = 1
-    distributor: str = "multiprocessing"  # the only one winnow has; the services spread a download over machines
-    subjob_size: int = 1000  # img2dataset's pyspark option: changes nothing here
-    incremental_mode: str = "incremental"  # incremental (resume), overwrite (start again), extend (new shards)
-    max_shard_retry: int = 1
-    enable_wandb: bool = False
-    wandb_project: str = "img2dataset"
-    max_samples: int = 0  # only the first N rows (0: all)
-    job_id: str = ""
-    disable_progress: bool = False
+    input_format: str | None = option(None, choices=FORMATS,
+                                      help="img2dataset's default is txt; without the option winnow reads the file name")
+    number_sample_per_shard: int = option(10_000)
+    processes_count: int = option(1)
+    distributor: str = option("multiprocessing", parse=parse_distributor,
+                              help="multiprocessing; the services spread a download over machines")
+    subjob_size: int = option(1000, help="pyspark's; changes nothing here")
+    incremental_mode: str = option("incremental", parse=parse_incremental_mode,
+                                   help="incremental (resume), overwrite (start again) or extend (add new shards)")
+    max_shard_retry: int = option(1, help="tries again for a shard that failed")
+    enable_wandb: bool = option(False)
+    wandb_project: str = option("img2dataset")
+    max_samples: int = option(0, help="only the first N rows (0 = all)")
+    job_id: str = option("")
+    disable_progress: bool = option(False)
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> DownloadJob:

@@ -1,10 +1,12 @@
-"""img2dataset's options on winnow's downloader: parsing, the two sets of defaults, and refusals.
+"""img2dataset's options on winnow's downloader: reading values, the two sets of defaults, and refusals.
 
 ``winnow download`` takes every option of img2dataset's ``download()`` (1.47.0) with its meaning
 and its default, or refuses a value it cannot honour with a message that says why and what to
 use instead. ``winnow run`` (and ``winnow train``'s pool download) take the same options with
-DataComp's defaults. ``IMG2DATASET_OPTIONS`` is the table the README shows and the tests hold
-against img2dataset's own signature.
+DataComp's defaults. The options themselves are the fields of ``DownloadSpec`` and ``DownloadJob``
+(``winnow.services.downloader.job``), whose flags ``winnow.services.downloader.flags`` makes.
+``IMG2DATASET_OPTIONS`` is the table the README shows and the tests hold against img2dataset's
+own signature.
 """
 
 from __future__ import annotations
@@ -16,22 +18,13 @@ from dataclasses import dataclass
 
 from winnow.services.downloader.fetch import DISALLOWED_DIRECTIVES
 from winnow.services.downloader.layout import HASH_TYPES, OUTPUT_FORMATS
-from winnow.services.downloader.pool import FORMATS
-from winnow.services.downloader.resize import ENCODE_FORMATS, ResizeMode
+from winnow.shared.option_flags import parse_bool
+
+__all__ = ["DATACOMP", "IMG2DATASET", "IMG2DATASET_OPTIONS", "Defaults", "parse_bool", "recorded_options"]
 
 # img2dataset's X-Robots-Tag directives (winnow's DataComp flow adds "none").
 IMG2DATASET_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 KNOWN_DIRECTIVES = (*DISALLOWED_DIRECTIVES, "noml")
-
-
-def parse_bool(text: str) -> bool:
-    """img2dataset's spellings (``True``/``False``) and the usual ones."""
-    lowered = str(text).strip().lower()
-    if lowered in ("1", "true", "yes", "y", "on"):
-        return True
-    if lowered in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (True or False), got {text!r}")
 
 
 def parse_list(text: str) -> list[str] | None:
@@ -196,84 +189,6 @@ IMG2DATASET_OPTIONS: dict[str, str] = {
     "user_agent_token": "same: X-Robots-Tag lines addressed to this token apply",
     "disallowed_header_directives": "same: a list, `[]` to switch off; `noml` and `none` known too",
 }
-
-
-def add_shared_options(parser: argparse.ArgumentParser, defaults: Defaults) -> None:
-    """The fetch and resize options, shared by ``download``, ``redownload``, ``run`` and ``train``."""
-    group = parser.add_argument_group("download")
-    group.add_argument("--image_size", type=int, default=defaults.image_size)
-    group.add_argument("--resize_mode", choices=[m.value for m in ResizeMode], default=defaults.resize_mode)
-    group.add_argument("--resize_only_if_bigger", type=parse_bool, nargs="?", const=True,
-                       default=defaults.resize_only_if_bigger)
-    group.add_argument("--upscale_interpolation", default="lanczos",
-                       type=only("lanczos", "winnow upscales with Lanczos"))
-    group.add_argument("--downscale_interpolation", default="area",
-                       type=only("area", "winnow downscales with an area (box) filter"))
-    group.add_argument("--encode_format", choices=sorted(ENCODE_FORMATS), default="jpg")
-    group.add_argument("--encode_quality", type=int, default=95, help="jpg/webp quality; png compression 0-9")
-    group.add_argument("--skip_reencode", type=parse_bool, nargs="?", const=True, default=False)
-    group.add_argument("--disable_all_reencoding", type=parse_bool, nargs="?", const=True, default=False,
-                       help="keep the downloaded bytes as they are")
-    group.add_argument("--min_image_size", type=int, default=0)
-    group.add_argument("--max_image_area", type=float, default=float("inf"))
-    group.add_argument("--max_aspect_ratio", type=float, default=float("inf"))
-    group.add_argument("--max_image_pixels", type=int, default=89_478_485, help="decompression-bomb cap")
-    group.add_argument("--thread_count", type=int, default=defaults.thread_count, help="concurrent requests per process")
-    group.add_argument("--timeout", type=float, default=10.0, help="seconds per connect and per read")
-    group.add_argument("--total_timeout", type=float, default=60.0, help="seconds for a whole request")
-    group.add_argument("--retries", type=int, default=defaults.retries,
-                       help="retries of transient failures (429, 5xx, timeouts)")
-    group.add_argument("--max_bytes", type=int, default=32 * 1024 * 1024)
-    group.add_argument("--per_domain_concurrency", type=int, default=8)
-    group.add_argument("--user_agent", default=None, help="User-Agent header (None: winnow's own)")
-    group.add_argument("--user_agent_token", type=parse_optional, default=defaults.user_agent_token,
-                       help="X-Robots-Tag lines addressed to this token apply")
-    group.add_argument("--disallowed_header_directives", type=parse_directives,
-                       default=list(defaults.disallowed_header_directives),
-                       help="X-Robots-Tag directives that opt an image out; '[]' switches the check off")
-    group.add_argument("--allow_networks", nargs="*", default=[],
-                       help="CIDRs exempt from the private-address guard, e.g. 127.0.0.0/8")
-    group.add_argument("--compute_hash", type=parse_hash, default=defaults.compute_hash,
-                       help="md5, sha256, sha512 or None")
-    group.add_argument("--verify_hash", type=parse_verify_hash, default=None,
-                       help="'[COLUMN, HASH_TYPE]': that column must match the downloaded bytes' digest")
-    group.add_argument("--extract_exif", type=parse_bool, nargs="?", const=True, default=defaults.extract_exif)
-    group.add_argument("--bbox_col", type=parse_optional, default=defaults.bbox_col,
-                       help="blur the [x0, y0, x1, y1] boxes of this column before resizing")
-    group.add_argument("--ignore_ssl_certificate", type=parse_bool, nargs="?", const=True, default=False)
-    group.add_argument("--respect_robots_txt", type=parse_bool, nargs="?", const=True, default=False,
-                       help="read each host's robots.txt and skip what it disallows (robots_disallowed)")
-    if defaults is DATACOMP:
-        group.add_argument("--skip_bbox_blurring", action="store_true",
-                           help="do not blur the pool's face_bboxes (DataComp's download_upstream option)")
-
-
-def add_job_options(parser: argparse.ArgumentParser) -> None:
-    """The options of ``winnow download`` alone: img2dataset's input, output and job options."""
-    parser.add_argument("--url_list", help="pool file or folder (txt, csv, tsv, json, jsonl, "
-                        "parquet; the text ones also .gz); required unless --scale")
-    parser.add_argument("--output_folder", default="images", help="where the shards go, as img2dataset writes them")
-    parser.add_argument("--input_format", choices=FORMATS, default=None,
-                        help="img2dataset's default is txt; without the option winnow reads the file name")
-    parser.add_argument("--output_format", type=parse_output_format, default="files",
-                        help=f"{', '.join(OUTPUT_FORMATS)}")
-    parser.add_argument("--url_col", default="url")
-    parser.add_argument("--caption_col", type=parse_optional, default=None)
-    parser.add_argument("--save_additional_columns", type=parse_list, default=None,
-                        help="pool columns kept in the output, e.g. '[\"uid\",\"face_bboxes\"]'")
-    parser.add_argument("--number_sample_per_shard", type=int, default=10_000)
-    parser.add_argument("--oom_shard_count", type=int, default=5, help="digits of the shard names")
-    parser.add_argument("--processes_count", type=int, default=1)
-    parser.add_argument("--distributor", type=parse_distributor, default="multiprocessing")
-    parser.add_argument("--subjob_size", type=int, default=1000, help="pyspark's; changes nothing here")
-    parser.add_argument("--incremental_mode", type=parse_incremental_mode, default="incremental",
-                        help="incremental (resume), overwrite (start again) or extend (add new shards)")
-    parser.add_argument("--max_shard_retry", type=int, default=1, help="tries again for a shard that failed")
-    parser.add_argument("--enable_wandb", type=parse_bool, nargs="?", const=True, default=False)
-    parser.add_argument("--wandb_project", default="img2dataset")
-    parser.add_argument("--max_samples", type=int, default=0, help="only the first N rows (0 = all)")
-    parser.add_argument("--job_id", default="")
-    parser.add_argument("--disable_progress", type=parse_bool, nargs="?", const=True, default=False)
 
 
 # Options that change nothing in what a job writes; a rerun may change them freely.

@@ -11,31 +11,14 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from winnow.services.embed.options import EmbedOptions
 from winnow.shared.curation import Sample, SampleStage, Verdict
 from winnow.shared.models.base import ClipEncoder, ImageNeed
 from winnow.shared.models.provider import clip_factory
-
-#: DataComp's two CLIP models: the key names the shard's columns and sidecar arrays.
-DATACOMP_CLIP_MODELS = {"b32": {"arch": "ViT-B-32", "pretrained": "openai"},
-                        "l14": {"arch": "ViT-L-14", "pretrained": "openai"}}
-
-
-@dataclass(frozen=True)
-class EmbedOptions:
-    """The embed stage's options (``WINNOW_CLIP_MODELS``, ... for the service)."""
-
-    # key -> {"arch": open_clip architecture, "pretrained": tag or checkpoint (optional),
-    # "triton_model": the model on Triton (optional; default clip_<key>)}
-    clip_models: dict[str, dict[str, str]] = field(default_factory=lambda: {k: dict(v) for k, v
-                                                                             in DATACOMP_CLIP_MODELS.items()})
-    device: str = "cpu"  # for in-process models
-    batch_size: int = 64
-
 
 def build_stage(options: EmbedOptions, model_preset: str = "offline", triton_url: str = "") -> EmbedStage:
     """The embed stage of ``options``: each CLIP model in process, or on Triton at ``triton_url``

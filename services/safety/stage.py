@@ -8,24 +8,16 @@ whose score reaches the stage's threshold (``>=``), with reason ``toxic_caption`
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from winnow.services.safety.options import SafetyOptions
 from winnow.shared.curation import Sample, SampleStage, Verdict
 from winnow.shared.models.base import ImageNeed, ImageNSFW, TextToxicity, image_need
 from winnow.shared.models.provider import model_factory
 from winnow.shared.models.registry import preset
-
-
-@dataclass(frozen=True)
-class SafetyOptions:
-    """The safety stage's options (``WINNOW_TOXICITY_THRESHOLD``, ... for the service)."""
-
-    toxicity_threshold: float | None = None  # drop at a toxicity >= this; None: the model preset's
-    nsfw_threshold: float | None = None  # drop at an NSFW score >= this; None: the model preset's
-    batch_size: int = 64
 
 
 def build_stage(options: SafetyOptions, model_preset: str = "offline", triton_url: str = "") -> SafetyStage:

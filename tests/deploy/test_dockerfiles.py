@@ -186,7 +186,7 @@ def _build_arg(dockerfile: Path, name: str) -> str:
 
 def test_the_triton_image_serves_the_models_the_services_call_by_default():
     from winnow.services.embed.__main__ import EmbedSettings
-    from winnow.services.embed.stage import DATACOMP_CLIP_MODELS
+    from winnow.services.embed.options import DATACOMP_CLIP_MODELS
     from winnow.shared.curation_settings import CurationSettings
     from winnow.shared.models.registry import all_presets
 

@@ -8,12 +8,14 @@ on the download size. Each kept or dropped sample gets a ``sharpness`` column; a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
 import numpy as np
 
 from winnow.shared.curation import Sample, SampleStage, Verdict
+from winnow.shared.option_flags import option
 
 DEFAULT_MIN_SHARPNESS = 20.0
 LONGER_SIDE = 512
@@ -28,19 +30,28 @@ def sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_64F).var())
 
 
+@dataclass(frozen=True)
+class SharpnessOptions:
+    """The stage's options: ``--stage_option sharpness:min_sharpness=50`` or ``WINNOW_STAGE_OPTIONS``."""
+
+    min_sharpness: float = option(DEFAULT_MIN_SHARPNESS, help="drop images whose Laplacian variance is below this")
+
+    def __post_init__(self) -> None:
+        if self.min_sharpness < 0:
+            raise ValueError(f"min_sharpness must be >= 0, got {self.min_sharpness}")
+
+
 class SharpnessStage(SampleStage):
-    """Drops blurry images. Options: ``min_sharpness`` (default 20)."""
+    """Drops blurry images (options: :class:`SharpnessOptions`)."""
 
     name = "sharpness"
+    options_type = SharpnessOptions  # winnow reads the stage's KEY=VALUE options into it
     input_columns = ()  # it needs only the image
     output_columns = ("sharpness",)
     drop_reasons = ("blurry_image",)
 
-    def __init__(self, options: dict[str, str] | None = None) -> None:
-        options = dict(options or {})
-        self.min_sharpness = float(options.pop("min_sharpness", DEFAULT_MIN_SHARPNESS))
-        if options:
-            raise ValueError(f"unknown option(s) {sorted(options)}; this stage takes min_sharpness")
+    def __init__(self, options: SharpnessOptions | None = None) -> None:
+        self.min_sharpness = (options or SharpnessOptions()).min_sharpness
 
     def thresholds(self) -> dict[str, float]:
         return {"sharpness": self.min_sharpness}
