@@ -40,6 +40,7 @@ The image server runs in this process; its CPU (this process's, sampler included
 
     .venv/bin/python -m benchmarks.pipeline                      # 5,000 samples
     .venv/bin/python -m benchmarks.pipeline --samples 50000      # the large pool (making its images takes 30-80 min once, by load)
+    .venv/bin/python -m benchmarks.pipeline --samples 50000 --stages download dedup --filter none   # dedup alone at scale
     .venv/bin/python -m benchmarks.pipeline --samples 200 --keep --json p.json
 """
 
@@ -126,6 +127,7 @@ class RunFigures:
     server_cpu_s: float = 0.0
     cpu_by_thread: dict[str, float] = field(default_factory=dict)  # thread-name groups, CPU seconds
     unattributed_cpu_s: float = 0.0
+    stage_names: list[str] = field(default_factory=list)  # winnow run's --stages
     stages: list[StageFigures] = field(default_factory=list)
     other_bytes: dict[str, int] = field(default_factory=dict)  # job folders that are not a curation stage
 
@@ -157,9 +159,14 @@ def write_pool(path: Path, corpus: list[tuple[Path, str]], server: ImageServer) 
 
 # -- the run and its sampler --------------------------------------------------------------------------
 
+def stage_folders(stages: list[str]) -> list[str]:
+    """The job folders of the ``--stages`` run, in pipeline order (``download`` writes ``downloader``)."""
+    return [stage for stage in CURATION_STAGES if (stage if stage != CURATION_STAGES[0] else "download") in stages]
+
+
 def winnow_command(pool: Path, job: Path, args: argparse.Namespace) -> list[str]:
     command = [sys.executable, "-m", "benchmarks.stage_threads", "run", str(pool), "--out", str(job), "--no_progress",
-               "--stages", "download", *CURATION_STAGES[1:], "--clip_model", f"b32={args.clip_arch}",
+               "--stages", *args.stages, *(["--clip_model", f"b32={args.clip_arch}"] if "embed" in args.stages else []),
                "--samples_per_shard", str(args.samples_per_shard), "--workers", str(args.workers),
                "--allow_networks", LOOPBACK, "--filter", args.filter]
     if args.filter in ("clip_score", "laion2b"):
@@ -308,14 +315,15 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> RunFigures:
         raise BenchmarkError(f"winnow exited with {finished.returncode}; its output ends with:\n"
                              f"{log_path.read_text(errors='replace')[-4000:]}")
     job_root = job_root_of(job)
-    figures = RunFigures(args.samples, args.samples_per_shard, args.workers, wall_s=finished.wall_s,
+    figures = RunFigures(args.samples, args.samples_per_shard, args.workers, stage_names=list(args.stages),
+                         wall_s=finished.wall_s,
                          cpu_s=finished.cpu_s, peak_rss_bytes=finished.peak_rss_bytes,
                          bytes_written=folder_bytes(job), server_cpu_s=server_cpu,
                          pool_image_bytes=sum(p.stat().st_size for p, _ in corpus),
                          cpu_by_thread=dict(sorted(finished.cpu_by_thread.items(), key=lambda kv: -kv[1])))
     figures.downloaded_image_bytes = image_bytes_in_tars(job_root / CURATION_STAGES[0])
     setups = read_setups(setup_log)
-    for stage in CURATION_STAGES:
+    for stage in stage_folders(args.stages):
         stage_figs = stage_figures(job_root, stage)
         stage_figs.cpu_s = finished.cpu_by_thread.get(stage[:15], 0.0)
         if stage in setups:
@@ -337,8 +345,8 @@ def _mib(n: float) -> str:
 
 
 def report(figures: RunFigures) -> str:
-    lines = [f"winnow run, {figures.samples:,} samples in shards of {figures.samples_per_shard:,}, "
-             f"{figures.workers} workers per stage",
+    lines = [f"winnow run --stages {' '.join(figures.stage_names)}, {figures.samples:,} samples in shards of "
+             f"{figures.samples_per_shard:,}, {figures.workers} workers per stage",
              f"{'stage':<11}{'rows':>7}{'kept':>7}{'busy s':>8}{'span s':>8}{'rows/s':>8}{'cpu ms/row':>11}"
              f"{'setup s':>8}{'setup cpu s':>12}{'model MiB':>10}{'written MiB':>12}{'KiB/row':>8}"]
     for s in figures.stages:
@@ -389,13 +397,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="winnow run's --workers: shards at once per stage")
     parser.add_argument("--filter", default="clip_score", help="winnow run's --filter (clip_score: top 30 %% on b32)")
     parser.add_argument("--clip-arch", default="ViT-B-32", help="embed's CLIP, random weights")
+    parser.add_argument("--stages", nargs="+", default=["download", *CURATION_STAGES[1:]],
+                        help="winnow run's --stages (all by default; 'download dedup' measures dedup alone at scale)")
     parser.add_argument("--seed", type=int, default=0, help="the image corpus's seed")
     parser.add_argument("--sample-interval", type=float, default=0.2, help="seconds between /proc readings")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds before winnow is killed")
     parser.add_argument("--work-dir", type=Path, help="pool, job and log (default: a temporary folder)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (the job, its log)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if "embed" not in args.stages and args.filter in ("clip_score", "laion2b"):
+        parser.error(f"--filter {args.filter} ranks by CLIP scores: add embed to --stages, or --filter none")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -139,6 +139,23 @@ def test_run_with_only_the_stages_asked_for(tmp_path):
     assert not (tmp_path / "job" / "safety").exists()
 
 
+def test_a_stage_option_flag_reaches_the_stage(tmp_path):
+    """``--safety.nsfw_threshold 0``: every image's NSFW score reaches it, so the safety stage drops
+    every sample the downloader kept (for its caption or its image), and records the threshold."""
+    result = winnow("run", "--example", "--out", str(tmp_path / "job"), "--no_progress", "--filter", "none",
+                    "--stages", "download", "safety", "--safety.nsfw_threshold", "0", "--safety.batch_size", "7")
+    assert result.returncode == 0, result.stderr
+    ledgers = [read_table(str(p).removesuffix(".parquet")).to_pylist()
+               for p in sorted((tmp_path / "job" / "safety").glob("*.parquet"))]
+    judged = [row for ledger in ledgers for row in ledger if row["dropped_by"] == "safety" or row["status"] == "success"]
+    assert judged and all(row["dropped_by"] == "safety" for row in judged)
+    assert {row["reason"] for row in judged} <= {"nsfw_image", "toxic_caption"}
+    stats = [json.loads(p.read_text()) for p in sorted((tmp_path / "job" / "safety").glob("*_stats.json"))]
+    assert stats and all(s["thresholds"]["nsfw_score"] == 0.0 for s in stats)
+    recorded = json.loads((tmp_path / "job" / "job.json").read_text())["options"]["stage_option"]
+    assert recorded["safety"]["nsfw_threshold"] == 0.0 and recorded["safety"]["batch_size"] == 7
+
+
 NEEDS_AESTHETIC = '''
 from winnow.shared.curation import SampleStage, Verdict
 
