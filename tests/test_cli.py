@@ -105,13 +105,15 @@ def test_bad_input_gets_a_clear_error(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # about a minute of CPU training on a quiet machine; CI machines are shared
+# 2 min 14 s on a quiet 2-core machine; over 14 min twice beside a benchmark or another suite: the limit
+# is for a hang, not for speed (performance is measured in benchmarks/)
+@pytest.mark.timeout(1800)
 def test_run_goes_on_to_training_and_evaluation(tmp_path):
     built = winnow("eval-data", "build", "--out", str(tmp_path / "eval"), "--fashion_mnist_size", "50",
                    "--retrieval_size", "30")
     assert built.returncode == 0, built.stderr
     result = winnow("run", "--example", "--out", str(tmp_path / "run"), "--no_progress", "--filter", "no_filter",
-                    "--train_scale", "tiny", "--eval_data", str(tmp_path / "eval"), timeout=840)
+                    "--train_scale", "tiny", "--eval_data", str(tmp_path / "eval"), timeout=1740)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "trained tiny (winnow-tiny-ViT): 4096 samples seen" in result.stdout
     summary = json.loads((tmp_path / "run" / "training" / "tiny_scale" / "eval_summary.json").read_text())
