@@ -34,9 +34,8 @@ from winnow.report import cli as report_cli
 from winnow.services.reshard import cli as reshard_cli
 from winnow.services.trainer import cli as trainer_cli
 from winnow.services.downloader.pool import FORMATS, PoolFormatError
-from winnow.pipeline import STAGE_NAMES, STAGE_OPTIONS
-from winnow.shared.option_flags import add_option_flags, options_from_args, options_from_strings
-from winnow.shared.stage_plugins import parse_stage_options
+from winnow.pipeline import STAGE_NAMES, STAGE_OPTIONS, resolve_stage_options
+from winnow.shared.option_flags import add_option_flags, options_from_args
 from winnow import shards_run
 from winnow.ops.deploy import cli as deploy_cli
 from winnow.ops.devstack import cli as devstack_cli
@@ -135,17 +134,10 @@ def stage_options_from_args(args: argparse.Namespace) -> dict:
     """Options by stage: each of winnow's stages whose ``--STAGE.OPTION`` flags (with its
     ``--stage_option`` text on top) differ from its defaults, as its options dataclass; a plugin's
     ``--stage_option`` text as it is (``load_stage`` reads it into the plugin's options)."""
-    text = parse_stage_options(args.stage_option)
-    options: dict = {}
-    for spec in STAGE_OPTIONS:
-        options_type, items = spec.options_type(), spec.items()
-        value = options_from_args(args, options_type, items, prefix=f"{spec.stage}.")
-        if spec.stage in text:
-            value = options_from_strings(options_type, text.pop(spec.stage), items=items, base=value)
-        if value != options_type():
-            options[spec.stage] = value
-    options.update(text)
-    return options
+    flags = {spec.stage: options_from_args(args, spec.options_type(), spec.items(), prefix=f"{spec.stage}.")
+             for spec in STAGE_OPTIONS}
+    resolved = resolve_stage_options(args.stage_option, bases=flags)
+    return {name: value for name, value in resolved.items() if name not in flags or value != type(value)()}
 
 
 def print_filter_criteria(console: Console, job_root: str) -> None:

@@ -60,27 +60,27 @@ def stage_options_of(name: str) -> StageOptionsSpec | None:
     return next((spec for spec in STAGE_OPTIONS if spec.stage == name), None)
 
 
-def resolve_stage_options(stage_options: Sequence[str] | Mapping[str, Any]) -> dict[str, Any]:
+def resolve_stage_options(stage_options: Sequence[str] | Mapping[str, Any],
+                          bases: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Options by stage from ``"STAGE:KEY=VALUE"`` strings or a mapping of stage to an options
     dataclass or ``{key: value}``: winnow's stages' as their options dataclasses (text read by
-    the fields' types, unknown keys refused), plugins' as given (``load_stage`` reads them)."""
+    the fields' types on top of ``bases[stage]``, e.g. ``winnow run``'s ``--STAGE.OPTION`` flags;
+    unknown keys refused), plugins' as given (``load_stage`` reads them)."""
     from winnow.shared.option_flags import OptionError, options_from_strings
     from winnow.shared.stage_plugins import parse_stage_options
 
-    if isinstance(stage_options, Mapping):
-        given = {name: value for name, value in stage_options.items()}
-    else:
-        given = parse_stage_options(list(stage_options))
-    resolved: dict[str, Any] = {}
+    given = dict(stage_options) if isinstance(stage_options, Mapping) else parse_stage_options(list(stage_options))
+    resolved: dict[str, Any] = dict(bases or {})
     for name, value in given.items():
         spec = stage_options_of(name)
         if spec is None or not isinstance(value, Mapping):
             resolved[name] = value
             continue
         try:
-            resolved[name] = options_from_strings(spec.options_type(), dict(value), items=spec.items())
+            resolved[name] = options_from_strings(spec.options_type(), dict(value), items=spec.items(),
+                                                  base=resolved.get(name))
         except OptionError as exc:
-            raise ValueError(f"--stage_option {name}: {exc}") from exc
+            raise OptionError(f"--stage_option {name}: {exc}") from exc
     return resolved
 
 
