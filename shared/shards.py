@@ -393,7 +393,12 @@ def read_table(prefix: str) -> pa.Table:
 
 
 def iter_tar_samples(prefix: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """``(key, {extension: bytes})`` for each sample in the shard's tar, in tar order."""
+    """``(key, {extension: bytes})`` for each sample in the shard's tar, in tar order.
+
+    A tar that stops without its end-of-archive blocks (a copy cut short between two members,
+    which ``tarfile`` reads as a complete, shorter archive) raises :class:`ShardFormatError`
+    once its last sample has been yielded, so no stage records a short shard as whole.
+    """
     fs, path = storage.filesystem(f"{prefix}.tar")
     try:
         with fs.open(path, "rb") as handle, tarfile.open(fileobj=handle, mode="r|") as tar:
@@ -407,7 +412,11 @@ def iter_tar_samples(prefix: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                     files = {}
                 key = base
                 files[ext] = tar.extractfile(member).read()
-            if key is not None:
-                yield key, files
+            members_end = tar.offset
+        if fs.size(path) - members_end < tarfile.BLOCKSIZE:
+            raise ShardFormatError(f"truncated shard tar {prefix}.tar: it ends at byte {members_end}, after "
+                                   f"sample {key}, without the end-of-archive blocks every tar writer adds")
+        if key is not None:
+            yield key, files
     except tarfile.TarError as exc:
         raise ShardFormatError(f"corrupt shard tar {prefix}.tar: {exc}") from exc

@@ -160,6 +160,22 @@ def test_bad_input_gets_one_clear_error_and_the_other_shards_are_imported(tmp_pa
     assert not (tmp_path / "job" / "source" / "00000001_stats.json").exists()
 
 
+@pytest.mark.parametrize("parquet", [False, True], ids=["tar-alone", "with-parquet"])
+def test_a_tar_cut_short_between_two_samples_is_refused(tmp_path, parquet):
+    """Cut at a member boundary, a tar still reads as a shorter, valid archive: only its missing
+    end-of-archive blocks tell, and without a parquet nothing else would."""
+    folder = tmp_path / "in"
+    write_img2dataset_shard(folder, "00000", parquet=parquet)
+    with tarfile.open(folder / "00000.tar") as tar:
+        last_sample = [m for m in tar.getmembers() if m.name.startswith("000000002")][0]
+    (folder / "00000.tar").write_bytes((folder / "00000.tar").read_bytes()[:last_sample.offset])
+    manifest = prepare_shards_job(str(folder), str(tmp_path / "job"))
+    with pytest.raises(ShardFormatError, match=r"truncated shard tar .*00000.tar: it ends at byte \d+, after "
+                                               r"sample 000000000, without the end-of-archive blocks"):
+        ShardImportStage().process(manifest.pool_refs()[0])
+    assert not (tmp_path / "job" / "source" / "00000000_stats.json").exists()
+
+
 def test_a_folder_without_shards_is_refused(tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "00000.parquet").write_bytes(b"")
