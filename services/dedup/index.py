@@ -78,7 +78,8 @@ class EvalIndex:
 
 
 class PoolRegistry:
-    """What the pool has seen: sha256 -> first uid, the kept images, and every near-duplicate answer.
+    """What the pool has seen: where each uid first occurs, sha256 -> first uid, the kept images, and
+    every near-duplicate answer.
 
     First come, first kept: a sample is a duplicate when another uid claimed the same bytes or a
     near-identical image before it. Claims are made a batch at a time (one index search per
@@ -104,6 +105,8 @@ class PoolRegistry:
                          "descriptor BLOB NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (uid TEXT PRIMARY KEY, owner TEXT NOT NULL, "
                          "similarity REAL NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS occurrences (uid TEXT PRIMARY KEY, shard INTEGER NOT NULL, "
+                         "key TEXT NOT NULL)")
         self._lock = threading.Lock()
         self.dim, self.threshold, self.binary = dim, threshold, binary
         config = config or PoolIndexConfig()
@@ -149,6 +152,16 @@ class PoolRegistry:
             chunk = keys[i:i + 500]
             found += self._db.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
         return found
+
+    def claim_uids(self, claims: list[tuple[str, int, str]]) -> list[tuple[int, str]]:
+        """Per ``(uid, shard, key)`` in order, the ``(shard, key)`` of the uid's first occurrence in the
+        pool: the claim's own when it is the first (a shard processed again finds its own rows)."""
+        with self._lock:
+            self._write("INSERT OR IGNORE INTO occurrences (uid, shard, key) VALUES (?, ?, ?)", claims)
+            first = {uid: (shard, key) for uid, shard, key in
+                     self._select("SELECT uid, shard, key FROM occurrences WHERE uid IN ({})",
+                                  list({uid for uid, _, _ in claims}))}
+            return [first[uid] for uid, _, _ in claims]
 
     def claim_hashes(self, claims: list[tuple[str, str]]) -> list[str]:
         """Per ``(sha256, uid)`` in order, the uid that owns those bytes: ``uid`` itself when it is

@@ -5,7 +5,10 @@
 - ``exact_duplicate``: another sample with the same ``sha256`` was seen first;
 - ``near_duplicate``: an earlier kept image of the pool is near-identical;
 - ``invalid_uid``: the row has no usable uid (32 hex characters), so no claim can be made for it;
-  the rest of its shard is judged as usual.
+  the rest of its shard is judged as usual;
+- ``duplicate_uid``: the uid already occurs at another place in the pool (another shard, or another
+  sample of this one) that dedup saw first. A DataComp subset is a list of uids, so a uid can be
+  kept once; shards a user brings may repeat one (the downloader refuses a pool's repeats itself).
 
 Pool claims are made per batch (``PoolRegistry.claim_hashes``, then ``claim_images``, each in
 sample order) and committed once per shard in ``finish_shard``, before the completion marker.
@@ -50,7 +53,7 @@ class DedupStage(SampleStage):
     name = "dedup"
     input_columns = ("uid", "sha256")
     output_columns = ("eval_similarity", "eval_match", "duplicate_of", "duplicate_similarity")
-    drop_reasons = ("eval_duplicate", "exact_duplicate", "near_duplicate", "invalid_uid")
+    drop_reasons = ("eval_duplicate", "exact_duplicate", "near_duplicate", "invalid_uid", "duplicate_uid")
 
     def __init__(self, descriptor: Callable[[], NearDuplicateDescriptor], options: DedupOptions | None = None) -> None:
         self.options = options or DedupOptions()
@@ -118,9 +121,17 @@ class DedupStage(SampleStage):
         columns = [{"eval_similarity": None if similarity is None else float(similarity), "eval_match": match,
                     "duplicate_of": None} for similarity, match in zip(eval_similarity, eval_match)]
         verdicts: list[Verdict | None] = [None] * len(samples)
+        valid = [i for i, uid in enumerate(uids) if is_valid_uid(uid)]
+        places = [(ref.shard_id, str(samples[i].row.get("key"))) for i in valid]
+        firsts = registry.claim_uids([(uids[i], *place) for i, place in zip(valid, places)]) if valid else []
+        repeated = {i: first for i, place, first in zip(valid, places, firsts) if first != place}
         for i, (uid, match) in enumerate(zip(uids, eval_match)):
             if not is_valid_uid(uid):
                 verdicts[i] = Verdict(False, "invalid_uid", f"uid {uid!r} is not 32 hex characters", columns[i])
+            elif i in repeated:
+                shard_id, key = repeated[i]
+                verdicts[i] = Verdict(False, "duplicate_uid", f"uid {uid} first occurs in shard {shard_id}, "
+                                      f"sample {key}", columns[i])
             elif match is not None:
                 verdicts[i] = Verdict(False, "eval_duplicate", f"copies evaluation image {match} "
                                       f"(cosine {eval_similarity[i]:.3f})", columns[i])

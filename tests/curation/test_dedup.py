@@ -104,3 +104,39 @@ def test_a_row_without_a_usable_uid_costs_that_row_only(downloaded, eval_index):
     assert [read_table(r.uri).to_pylist() for r in out[1:]] == expected[1:]
     assert read_stats(out[0].uri).reasons["invalid_uid"] == 1
     assert broken_uid not in {r["uid"] for r in rows}
+
+
+def test_a_uid_that_occurs_again_in_another_shard_is_kept_once(downloaded, curation_pool, eval_index, tmp_path):
+    """Shards a user brings can repeat a uid (two downloads of one pool, merged); a DataComp subset
+    lists uids, so the later occurrence is dropped, and reprocessing either shard says the same."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    _, refs = downloaded
+    expected = [read_table(r.uri).to_pylist() for r in _run(refs, eval_index)]
+    shutil.rmtree(f"{refs[0].job_root}/dedup")
+    clip_art = [uid for role, uid in curation_pool["uid"].items() if role.startswith("clip_")]  # no copies of them
+    kept = [[i for i, r in enumerate(rows) if r["status"] == "success" and r["uid"] in clip_art] for rows in expected]
+    first, again = expected[0][kept[0][0]], kept[1][0]
+    table = read_table(refs[1].uri)
+    uids = table["uid"].to_pylist()
+    uids[again] = first["uid"]
+    pq.write_table(table.set_column(table.schema.get_field_index("uid"), "uid", pa.array(uids, pa.string())),
+                   refs[1].uri + ".parquet")
+
+    out = _run(refs, eval_index)
+    rows = [read_table(r.uri).to_pylist() for r in out]
+    assert (rows[1][again]["status"], rows[1][again]["reason"]) == ("dropped", "duplicate_uid")
+    assert f"first occurs in shard {refs[0].shard_id}, sample {first['key']}" in rows[1][again]["error_message"]
+    assert rows[0] == expected[0], "the first occurrence is judged as before"
+    assert [(r["status"], r["reason"]) for i, r in enumerate(rows[1]) if i != again] == \
+        [(r["status"], r["reason"]) for i, r in enumerate(expected[1]) if i != again]
+    assert read_stats(out[1].uri).reasons["duplicate_uid"] == 1
+
+    # Reprocessed (outputs gone, registry kept), in the other order: each occurrence keeps its answer.
+    for ref in out:
+        for suffix in (".parquet", "_stats.json"):
+            Path(ref.uri + suffix).unlink()
+    reprocessed = _run(list(reversed(refs)), eval_index)
+    assert [read_table(r.uri).to_pylist() for r in reversed(reprocessed)] == rows
