@@ -12,6 +12,7 @@ A stage's frozen options dataclass owns its options' names, types, defaults and 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import enum
 import json
@@ -137,13 +138,23 @@ def _optional_of(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
-def _parse_list(text: str) -> list[str]:
+def parse_list(text: str) -> list[str] | None:
+    """A list as img2dataset's command line (python-fire) takes it: ``'["a","b"]'``, ``[a,b]``,
+    ``a,b``, ``a``; ``None`` is no list and ``[]`` an empty one."""
     stripped = str(text).strip()
+    if is_none(stripped):
+        return None
     if stripped.startswith("["):
-        value = json.loads(stripped)
-        if not isinstance(value, list):
-            raise ValueError("expected a list")
-        return [str(v) for v in value]
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError:
+            try:
+                value = ast.literal_eval(stripped)
+            except (ValueError, SyntaxError):
+                value = [part.strip().strip("'\"") for part in stripped[1:-1].split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise argparse.ArgumentTypeError(f"expected a list of names, got {text!r}")
+        return value
     return [part.strip() for part in stripped.split(",") if part.strip()]
 
 
@@ -166,7 +177,10 @@ def value_parser(item: OptionItem) -> Callable[[str], Any]:
             if inner is bool:
                 return parse_bool(text)
             if origin is tuple:
-                return tuple(_parse_list(text))
+                items = parse_list(text)
+                if items is None:
+                    raise ValueError("None is not allowed here")
+                return tuple(items)
             if origin is dict:
                 value = json.loads(text)
                 if not isinstance(value, dict):

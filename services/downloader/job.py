@@ -26,7 +26,7 @@ from winnow.services.downloader.fetch import DEFAULT_USER_AGENT, FetchOptions, P
 from winnow.services.downloader.layout import OUTPUT_FORMATS, ShardLayout
 from winnow.services.downloader.options import (DATACOMP, IMG2DATASET, Defaults, only, option_differences,
                                                 parse_directives, parse_distributor, parse_hash,
-                                                parse_incremental_mode, parse_list, parse_output_format,
+                                                parse_incremental_mode, parse_output_format,
                                                 parse_verify_hash, recorded_options)
 from winnow.services.downloader.pool import FORMATS, prepare_job
 from winnow.services.downloader.resize import ENCODE_FORMATS, ResizeMode, ResizeOptions
@@ -34,7 +34,7 @@ from winnow.services.downloader.stage import DownloadOptions, DownloadStage
 from winnow.shared import storage
 from winnow.shared.jobs import JobManifest, StageTotals
 from winnow.shared.messages import ShardRef
-from winnow.shared.option_flags import option
+from winnow.shared.option_flags import option, parse_list
 from winnow.shared.shards import ShardStats, is_complete
 
 log = structlog.get_logger("winnow.download")

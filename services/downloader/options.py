@@ -12,39 +12,17 @@ own signature.
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 from dataclasses import dataclass
 
 from winnow.services.downloader.fetch import DISALLOWED_DIRECTIVES
 from winnow.services.downloader.layout import HASH_TYPES, OUTPUT_FORMATS
-from winnow.shared.option_flags import parse_bool
+from winnow.shared.option_flags import parse_bool, parse_list
 
 __all__ = ["DATACOMP", "IMG2DATASET", "IMG2DATASET_OPTIONS", "Defaults", "parse_bool", "recorded_options"]
 
 # img2dataset's X-Robots-Tag directives (winnow's DataComp flow adds "none").
 IMG2DATASET_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")
 KNOWN_DIRECTIVES = (*DISALLOWED_DIRECTIVES, "noml")
-
-
-def parse_list(text: str) -> list[str] | None:
-    """A list as img2dataset's command line (python-fire) takes it: ``'["a","b"]'``, ``[a,b]``,
-    ``a,b``, ``a``; ``None`` is no list and ``[]`` an empty one."""
-    stripped = str(text).strip()
-    if stripped in ("None", "none", "null"):
-        return None
-    if stripped.startswith("["):
-        try:
-            value = json.loads(stripped)
-        except json.JSONDecodeError:
-            try:
-                value = ast.literal_eval(stripped)
-            except (ValueError, SyntaxError):
-                value = [part.strip().strip("'\"") for part in stripped[1:-1].split(",") if part.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise argparse.ArgumentTypeError(f"expected a list of names, got {text!r}")
-        return value
-    return [part.strip() for part in stripped.split(",") if part.strip()]
 
 
 def parse_optional(text: str) -> str | None:

@@ -299,7 +299,7 @@ def test_controls_legitimate_calls_still_work(target):
     job = downloader.SubmitPool(Pool(pool_uri=_legit_pool(target), job_id="control"), metadata=md, timeout=60)
     assert job.sample_count == 1 and job.job_root.startswith(str(target.runs))
     deadline = time.monotonic() + 60
-    while not (progress := downloader.GetJob(Job(job_id="control"), metadata=md, timeout=10)).done:
+    while not downloader.GetJob(Job(job_id="control"), metadata=md, timeout=10).done:
         assert time.monotonic() < deadline, "the worker never took the legitimate job's pool"
         time.sleep(0.5)
     assert downloader.GetJob(Job(job_root=job.job_root), metadata=md, timeout=10).job_id == "control"

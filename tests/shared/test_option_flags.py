@@ -183,3 +183,18 @@ def test_every_download_option_is_a_flag_of_download_and_run_and_a_setting_of_th
     assert (options.resize.image_size, options.resize.disable_all_reencoding, options.verify_hash) == \
         (256, True, ("sha256", "sha256"))
     assert settings.options().stage_options(DATACOMP_PROFILE) == options
+
+
+@pytest.mark.parametrize("text", ['["x","y"]', "[x,y]", "['x', 'y']", "x,y", " x , y "])
+def test_a_list_is_read_as_img2dataset_command_lines_write_it(text):
+    """python-fire's spellings, which img2dataset's documented command lines use, for every list option."""
+    assert options_from_strings(Options, {"names": text, "columns": text}) == \
+        Options(names=("x", "y"), columns=("x", "y"))
+
+
+def test_none_is_no_list_where_the_option_allows_it_and_an_error_where_not():
+    assert options_from_strings(Options, {"columns": "None", "names": "[]"}) == Options(columns=None, names=())
+    with pytest.raises(OptionError, match="names"):
+        options_from_strings(Options, {"names": "None"})
+    with pytest.raises(OptionError, match="expected a list of names"):
+        options_from_strings(Options, {"names": "[1, 2]"})
