@@ -171,6 +171,8 @@ def winnow_command(pool: Path, job: Path, args: argparse.Namespace) -> list[str]
                "--allow_networks", LOOPBACK, "--filter", args.filter]
     if args.filter in ("clip_score", "laion2b"):
         command += ["--arch", "b32"] + (["--fraction", "0.3"] if args.filter == "clip_score" else [])
+    if args.model_threads is not None:
+        command += ["--model_threads", str(args.model_threads)]
     return command
 
 
@@ -395,6 +397,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=5000, help="pool size (5000; 50000 for the large run)")
     parser.add_argument("--samples-per-shard", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2, help="winnow run's --workers: shards at once per stage")
+    parser.add_argument("--model-threads", type=int, help="winnow run's --model_threads (default: winnow's; 0: the "
+                                                          "libraries' own)")
     parser.add_argument("--filter", default="clip_score", help="winnow run's --filter (clip_score: top 30 %% on b32)")
     parser.add_argument("--clip-arch", default="ViT-B-32", help="embed's CLIP, random weights")
     parser.add_argument("--stages", nargs="+", default=["download", *CURATION_STAGES[1:]],

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from winnow.services.trainer.train import TrainResult
     from winnow.shared.jobs import JobManifest, StageTotals
     from winnow.shared.messages import DeadLetter
+    from winnow.shared.stage import Stage
 
 log = logging.getLogger("winnow.api")
 PathLike = str | os.PathLike
@@ -184,9 +185,9 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
         clip_models: Sequence[str] = (), filter: str = "basic_filter", threshold: float | None = None,
         fraction: float | None = None, arch: str | None = None, shard_size: int = 10_000, input_format: str = "",
         url_col: str = "url", caption_col: str | None = "text", samples_per_shard: int = 10_000, max_samples: int = 0,
-        workers: int = 2, blur_at_rest: bool = False, blur_faces: bool | None = None,
-        download: DownloadSpec | None = None, train_scale: str = "", eval_data: str = "",
-        show_progress: bool = True, say: Say = _log_line) -> RunResult:
+        workers: int = 2, model_threads: int | None = None, blur_at_rest: bool = False,
+        blur_faces: bool | None = None, download: DownloadSpec | None = None, train_scale: str = "",
+        eval_data: str = "", show_progress: bool = True, say: Say = _log_line) -> RunResult:
     """``winnow run``: curate ``pool`` into the job folder ``out`` in one process, then filter and reshard.
 
     ``pool`` is a pool file or folder (parquet, csv, tsv, json, jsonl, txt), or None with
@@ -203,12 +204,16 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     ``train_scale`` the subset is trained on, and with ``eval_data`` the model is evaluated.
     Faces: the blur stage records ``face_bboxes`` and the resharder blurs them (``blur_faces=False``:
     it does not); ``blur_at_rest=True`` has the blur stage keep blurred images instead.
+    ``model_threads`` caps the CPU threads of each in-process model call while the stages run
+    (torch's setting is process-wide and restored after): None caps at 1 where ``workers`` x the
+    model stages already fill the CPUs, 0 leaves the libraries' defaults (every core each).
     ``say`` receives the lines ``winnow run`` prints as it goes.
     """
     from winnow.services.downloader.job import DATACOMP_PROFILE, DownloadSpec
     from winnow.services.downloader.options import recorded_options
     from winnow.services.downloader.pool import PoolFormatError, prepare_job
     from winnow.services.filter.apply import BASELINES, FilterConfig
+    from winnow.shared.models import cpu_threads
     from winnow.shared.service.embedded import run_pipeline
     from winnow.pipeline import (EXAMPLE_NETWORK, EXAMPLE_SAMPLES_PER_SHARD, build_stages, builtin_stage_classes,
                                  example_pool)
@@ -225,7 +230,7 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
     recorded = {item.name: getattr(spec, item.name) for item in fields(spec)}
     recorded.update(input_format=input_format, url_col=url_col, caption_col=caption_col,
                     samples_per_shard=samples_per_shard, max_samples=max_samples, workers=workers,
-                    stages=list(stages or STAGE_NAMES), stage_option=_recorded_stage_options(stage_options),
+                    model_threads=model_threads, stages=list(stages or STAGE_NAMES), stage_option=_recorded_stage_options(stage_options),
                     model_preset=model_preset,
                     triton_url=triton_url, eval_index=eval_index, clip_model=list(clip_models), filter=filter,
                     threshold=threshold, fraction=fraction, arch=arch, shard_size=shard_size,
@@ -257,8 +262,9 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
                                  blur_at_rest=blur_at_rest)
             if "embed" in chosen and not clip_models:
                 say("embed skipped: no CLIP model given (--clip_model b32=ViT-B-32:openai, or a checkpoint)")
-        result = run_pipeline(manifest, built, workers_per_stage=workers, show_progress=show_progress,
-                              known_stages=builtin_stage_classes())
+        with cpu_threads.limit_model_threads(_model_threads(model_threads, workers, built)):
+            result = run_pipeline(manifest, built, workers_per_stage=workers, show_progress=show_progress,
+                                  known_stages=builtin_stage_classes())
     filtered = training = evaluation = None
     if filter != "none" and not result.dead_letters:
         config = FilterConfig(name=filter, metadata_dir="", threshold=threshold, fraction=fraction, arch=arch)
@@ -269,6 +275,20 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
             if eval_data:
                 evaluation = evaluate(training.run_dir, data_dir=eval_data, say=say)
     return RunResult(manifest, result.totals, result.dead_letters, filtered, training, evaluation)
+
+
+def _model_threads(asked: int | None, workers: int, stages: Sequence[Stage]) -> int | None:
+    """The cap on threads per model call (None: none): as asked, or by how many calls run at once."""
+    from winnow.services.downloader.stage import STAGE_NAME as DOWNLOAD_STAGE
+    from winnow.shared.jobs import SOURCE_STAGE
+    from winnow.shared.models.cpu_threads import default_model_threads
+
+    if asked is not None:
+        if asked < 0:
+            raise ValueError(f"model_threads must be >= 0 (0: the libraries' defaults), got {asked}")
+        return asked or None
+    model_stages = [stage for stage in stages if stage.name not in (DOWNLOAD_STAGE, SOURCE_STAGE)]
+    return default_model_threads(workers * len(model_stages)) if model_stages else None
 
 
 def _recorded_stage_options(stage_options: Sequence[str] | Mapping[str, Any]) -> list | dict:

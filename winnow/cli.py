@@ -59,6 +59,9 @@ def _add_run_parser(subparsers) -> None:
     parser.add_argument("--samples_per_shard", type=int, default=10_000)
     parser.add_argument("--max_samples", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="shards processed at once per stage")
+    parser.add_argument("--model_threads", type=int, default=None, metavar="N",
+                        help="CPU threads per in-process model call (default: 1 where the stages' workers already "
+                             "fill the CPUs, else the libraries' own; 0: the libraries' own, every core)")
     parser.add_argument("--no_progress", action="store_true")
     pipeline = parser.add_argument_group("pipeline")
     pipeline.add_argument("--stages", nargs="+", default=list(STAGE_NAMES), metavar="STAGE",
@@ -114,7 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
                      threshold=args.threshold, fraction=args.fraction, arch=args.arch, shard_size=args.shard_size,
                      input_format=args.input_format, url_col=args.url_col, caption_col=args.caption_col,
                      samples_per_shard=args.samples_per_shard, max_samples=args.max_samples, workers=args.workers,
-                     blur_at_rest=args.blur_at_rest, blur_faces=False if args.no_blur_faces else None,
+                     model_threads=args.model_threads, blur_at_rest=args.blur_at_rest, blur_faces=False if args.no_blur_faces else None,
                      download=DownloadSpec.from_namespace(args), show_progress=not args.no_progress,
                      say=console.print)
     print_stage_summary(console, result.totals)

