@@ -220,6 +220,8 @@ def run(pool: PathLike | None, out: PathLike, *, example: bool = False, shards: 
 
     if (pool is not None) + example + (shards is not None) != 1:
         raise ValueError("give a pool, example=True or shards (one of them)")
+    if model_threads is not None and model_threads < 0:
+        raise ValueError(f"model_threads must be >= 0 (0: the libraries' defaults), got {model_threads}")
     if filter != "none" and filter not in BASELINES and ":" not in filter:
         raise ValueError(f"--filter must be none, one of {', '.join(BASELINES)}, or module:function; got {filter!r}")
     spec = download or DownloadSpec()
@@ -284,8 +286,6 @@ def _model_threads(asked: int | None, workers: int, stages: Sequence[Stage]) -> 
     from winnow.shared.models.cpu_threads import default_model_threads
 
     if asked is not None:
-        if asked < 0:
-            raise ValueError(f"model_threads must be >= 0 (0: the libraries' defaults), got {asked}")
         return asked or None
     model_stages = [stage for stage in stages if stage.name not in (DOWNLOAD_STAGE, SOURCE_STAGE)]
     return default_model_threads(workers * len(model_stages)) if model_stages else None

@@ -2,9 +2,10 @@
 
 Each library sizes its pool to every core by default. That suits one caller; ``winnow run`` has
 many at once (each curation stage's workers call their models side by side), and on a small
-machine their pools then outnumber the cores several times over, the threads spinning while they
-wait for a core. ``limit_model_threads`` caps both for a run: torch's process-wide setting, and
-every onnxruntime session made meanwhile (``onnx_session_options``).
+machine their pools then outnumber the cores several times over: on 2 CPUs that cost 21 % more
+CPU per row and 13 % more time (``benchmarks/results/pipeline-model-threads-1k-*.txt``).
+``limit_model_threads`` caps both for a run: torch's process-wide setting, and every onnxruntime
+session made meanwhile (``onnx_session_options``).
 """
 
 from __future__ import annotations

@@ -55,3 +55,11 @@ def test_winnow_run_caps_its_models_and_records_the_choice(tmp_path, monkeypatch
     assert made and set(made) == {(1, 1)}
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "job" / "job.json").read_text())["options"]["model_threads"] == 1
+
+
+def test_a_negative_cap_is_refused_before_the_job_is_written(tmp_path):
+    import winnow
+
+    with pytest.raises(ValueError, match="model_threads must be >= 0"):
+        winnow.run(None, tmp_path / "job", example=True, stages=["download", "safety"], model_threads=-1)
+    assert not (tmp_path / "job").exists()
