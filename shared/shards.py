@@ -397,7 +397,7 @@ def iter_tar_samples(prefix: str) -> Iterator[tuple[str, dict[str, bytes]]]:
 
     A tar that stops without its end-of-archive blocks (a copy cut short between two members,
     which ``tarfile`` reads as a complete, shorter archive) raises :class:`ShardFormatError`
-    once its last sample has been yielded, so no stage records a short shard as whole.
+    in place of its last sample, so no stage records a short shard as whole.
     """
     fs, path = storage.filesystem(f"{prefix}.tar")
     try:

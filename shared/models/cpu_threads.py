@@ -74,3 +74,9 @@ def onnx_session_options(ort: Any, intra_op_num_threads: int | None = None) -> A
     if threads is not None:
         options.intra_op_num_threads = threads
     return options
+
+
+def session_threads(session: Any) -> str:
+    """The CPU threads an onnxruntime session uses per call, for its load log line."""
+    threads = session.get_session_options().intra_op_num_threads
+    return f"{threads} CPU thread(s) per call" if threads else "onnxruntime's default CPU threads per call"

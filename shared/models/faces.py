@@ -28,7 +28,7 @@ from PIL import Image
 
 from winnow.shared.models._checks import check_images, package_file
 from winnow.shared.models.base import ImageNeed
-from winnow.shared.models.cpu_threads import onnx_session_options
+from winnow.shared.models.cpu_threads import onnx_session_options, session_threads
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,8 @@ class CenterFaceDetector:
             _dynamic_centerface(path), sess_options=options, providers=providers or ["CPUExecutionProvider"]
         )
         self.load_seconds = time.perf_counter() - start
-        log.info("loaded %s from %s in %.2f s", self.name, path, self.load_seconds)
+        log.info("loaded %s from %s in %.2f s, %s", self.name, path, self.load_seconds,
+                 session_threads(self._session))
 
     def detect(self, images: list[np.ndarray]) -> list[np.ndarray]:
         check_images(images, self.name)

@@ -25,7 +25,7 @@ from PIL import Image
 
 from winnow.shared.models._checks import check_images, package_file
 from winnow.shared.models.base import ImageNeed
-from winnow.shared.models.cpu_threads import onnx_session_options
+from winnow.shared.models.cpu_threads import onnx_session_options, session_threads
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,8 @@ class OpenNSFW:
         self._input = self._session.get_inputs()[0].name
         self.image_need = ImageNeed(shorter=_RESIZE)  # it squashes every image to 256 x 256
         self.load_seconds = time.perf_counter() - start
-        log.info("loaded %s from %s in %.2f s", self.name, path, self.load_seconds)
+        log.info("loaded %s from %s in %.2f s, %s", self.name, path, self.load_seconds,
+                 session_threads(self._session))
 
     def score(self, images: list[np.ndarray]) -> np.ndarray:
         check_images(images, self.name)

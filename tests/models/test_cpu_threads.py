@@ -36,23 +36,19 @@ def test_the_cap_reaches_torch_and_new_sessions_and_torch_is_restored_after():
             pass
 
 
-def test_winnow_run_caps_its_models_and_records_the_choice(tmp_path, monkeypatch):
-    """The example pool with safety alone: the session the stage made has the cap asked for."""
+def test_winnow_run_caps_its_models_and_records_the_choice(tmp_path, caplog):
+    """The example pool with safety alone: the NSFW model's session, made as the stage starts, says
+    it has the cap asked for; torch's setting is back as it was after the run."""
+    import logging
+
     import winnow
-    from winnow.services.safety.stage import SafetyStage
 
-    made = []
-    setup = SafetyStage.setup
-
-    def record_setup(self):
-        setup(self)
-        made.append((intra_op_threads(self.nsfw._session), torch.get_num_threads()))
-
-    monkeypatch.setattr(SafetyStage, "setup", record_setup)
+    caplog.set_level(logging.INFO, logger="winnow.shared.models.nsfw")
     before = torch.get_num_threads()
     winnow.run(None, tmp_path / "job", example=True, stages=["download", "safety"], filter="none",
                model_threads=1, show_progress=False)
-    assert made and set(made) == {(1, 1)}
+    loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loaded open-nsfw")]
+    assert loaded and all(m.endswith(", 1 CPU thread(s) per call") for m in loaded)
     assert torch.get_num_threads() == before
     assert json.loads((tmp_path / "job" / "job.json").read_text())["options"]["model_threads"] == 1
 
