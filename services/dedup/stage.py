@@ -20,6 +20,7 @@ Columns: ``eval_similarity``, ``eval_match`` (the evaluation image), ``duplicate
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ class DedupStage(SampleStage):
         self.descriptor: NearDuplicateDescriptor | None = None
         self.eval_index: EvalIndex | None = None
         self._registries: dict[str, PoolRegistry] = {}
+        self._registries_lock = threading.Lock()
 
     def setup(self) -> None:
         if self.descriptor is None:
@@ -82,18 +84,26 @@ class DedupStage(SampleStage):
         self._registries.clear()
 
     def registry(self, job_id: str, job_root: str, descriptors: np.ndarray) -> PoolRegistry:
-        """The job's registry; the first batch's descriptors tell whether they are hashes."""
-        if job_id not in self._registries:
-            if self.options.registry_dir:
-                path = Path(self.options.registry_dir) / f"{job_id}.sqlite"
-            elif storage.is_local(job_root):
-                path = Path(job_root) / self.name / "_pool_registry.sqlite"
-            else:
-                raise ValueError(f"set registry_dir: the pool registry needs a local disk, and {job_root} is not one")
-            self._registries[job_id] = PoolRegistry(path, self.descriptor.dim, self.pool_threshold,
-                                                    binary=sign_bits(descriptors[:1]) is not None,
-                                                    config=self.options.pool_index)
-        return self._registries[job_id]
+        """The job's registry; the first batch's descriptors tell whether they are hashes.
+
+        One per job however many workers ask at once: a second registry would have its own
+        connection (whose writes wait on the first's open transaction, "database is locked") and
+        its own index of kept images, blind to the other's claims.
+        """
+        with self._registries_lock:
+            if job_id not in self._registries:
+                self._registries[job_id] = self._open_registry(job_root, job_id, descriptors)
+            return self._registries[job_id]
+
+    def _open_registry(self, job_root: str, job_id: str, descriptors: np.ndarray) -> PoolRegistry:
+        if self.options.registry_dir:
+            path = Path(self.options.registry_dir) / f"{job_id}.sqlite"
+        elif storage.is_local(job_root):
+            path = Path(job_root) / self.name / "_pool_registry.sqlite"
+        else:
+            raise ValueError(f"set registry_dir: the pool registry needs a local disk, and {job_root} is not one")
+        return PoolRegistry(path, self.descriptor.dim, self.pool_threshold,
+                            binary=sign_bits(descriptors[:1]) is not None, config=self.options.pool_index)
 
     @property
     def pool_threshold(self) -> float:

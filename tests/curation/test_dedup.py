@@ -140,3 +140,30 @@ def test_a_uid_that_occurs_again_in_another_shard_is_kept_once(downloaded, curat
             Path(ref.uri + suffix).unlink()
     reprocessed = _run(list(reversed(refs)), eval_index)
     assert [read_table(r.uri).to_pylist() for r in reversed(reprocessed)] == rows
+
+
+def test_workers_asking_at_once_share_one_registry(tmp_path):
+    """``winnow run`` gives dedup two workers; their first batches used to open a registry each, and
+    the second one's writes waited on the first's transaction ("database is locked") while its
+    index never saw the other's kept images."""
+    import threading
+
+    import numpy as np
+
+    stage = DedupStage(model_factory("near_duplicate", "offline"), DedupOptions())
+    stage.setup()
+    hashes = np.where(np.random.default_rng(0).random((1, stage.descriptor.dim)) > 0.5, 1.0, -1.0).astype(np.float32)
+    at_once = threading.Barrier(8)
+    got = []
+
+    def ask() -> None:
+        at_once.wait()
+        got.append(stage.registry("job-1", str(tmp_path), hashes))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(got) == 8 and len({id(registry) for registry in got}) == 1
+    stage.teardown()
