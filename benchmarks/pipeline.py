@@ -36,12 +36,21 @@ What the figures mean:
 - **inside the stage**: ``decode_s``, ``model_s``, ``write_s`` summed from the stage's
   ``_stats.json`` where it records them, and the share of its shards' time outside the models.
 
+- **resumed runs**: the figures so far are written to ``WORK/measured.json`` every 10 s.
+  ``--resume`` serves the pool again on the same port and runs the same ``winnow run``, which
+  skips the shards already finished; wall time, CPU and thread groups are the segments' sums
+  (CPU since the last checkpoint of a segment cut short is lost), a stage's setup counts once
+  per segment, peak RSS is the highest.
+
 The image server runs in this process; its CPU (this process's, sampler included) is printed.
 
     .venv/bin/python -m benchmarks.pipeline                      # 5,000 samples
     .venv/bin/python -m benchmarks.pipeline --samples 50000      # the large pool (making its images takes 30-80 min once, by load)
     .venv/bin/python -m benchmarks.pipeline --samples 50000 --stages download dedup --filter none   # dedup alone at scale
     .venv/bin/python -m benchmarks.pipeline --samples 200 --keep --json p.json
+    # a run longer than the machine stays up: name its folder, and go on with it later
+    .venv/bin/python -m benchmarks.pipeline --samples 50000 --work-dir runs/bench-50k
+    .venv/bin/python -m benchmarks.pipeline --samples 50000 --work-dir runs/bench-50k --resume
 """
 
 from __future__ import annotations
@@ -57,6 +66,7 @@ import tarfile
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -76,6 +86,7 @@ CURATION_COPIES = ("safety", "dedup", "blur")  # the stages that copied the down
 TIMING_FIELDS = ("read_s", "decode_s", "model_s", "write_s")  # _stats.json's "timings" (winnow.shared.curation)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 TICKS = os.sysconf("SC_CLK_TCK")
+MEASURED = "measured.json"  # the work dir's figures so far, for --resume
 
 
 class BenchmarkError(RuntimeError):
@@ -130,6 +141,7 @@ class RunFigures:
     stage_names: list[str] = field(default_factory=list)  # winnow run's --stages
     stages: list[StageFigures] = field(default_factory=list)
     other_bytes: dict[str, int] = field(default_factory=dict)  # job folders that are not a curation stage
+    segments: int = 1  # runs of winnow that did the job: more than 1 when resumed (--resume)
 
     @property
     def curation_copies(self) -> float:
@@ -198,29 +210,52 @@ def _thread_times(pid: int) -> dict[int, tuple[str, int]]:
 
 @dataclass
 class Finished:
-    returncode: int
+    returncode: int | None  # None: still running (a checkpoint), or killed with its sampler
     wall_s: float
     cpu_s: float
     peak_rss_bytes: int
     cpu_by_thread: dict[str, float]
 
 
-def run_measured(command: list[str], env: dict[str, str], log_path: Path, interval: float,
-                 timeout: float) -> Finished:
-    """Run ``command``, reading its threads' CPU and its VmHWM every ``interval`` s until it exits."""
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds of ``pid`` so far, exited threads and reaped children included."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2:].split()
+    return sum(int(v) for v in fields[11:15]) / TICKS  # utime, stime, cutime, cstime: fields 14 to 17
+
+
+def run_measured(command: list[str], env: dict[str, str], log_path: Path, interval: float, timeout: float,
+                 checkpoint: Callable[[Finished], None] = lambda figures: None,
+                 checkpoint_every: float = 10.0) -> Finished:
+    """Run ``command``, reading its threads' CPU and its VmHWM every ``interval`` s until it exits.
+
+    ``checkpoint`` gets the figures so far every ``checkpoint_every`` s, so that a run whose
+    machine goes away can be resumed with what it had measured (``--resume``).
+    """
     import subprocess
 
-    with log_path.open("wb") as log:
-        started = time.perf_counter()
+    with log_path.open("ab") as log:
+        started = last_checkpoint = time.perf_counter()
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         last: dict[int, int] = {}
         by_name: Counter = Counter()
         peak = 0
+
+        def so_far(returncode: int | None, cpu_s: float) -> Finished:
+            return Finished(returncode, time.perf_counter() - started, cpu_s, peak,
+                            {name: ticks / TICKS for name, ticks in by_name.items()})
+
         while True:
             peak = max(peak, high_water_mark(process.pid))
             for tid, (name, ticks) in _thread_times(process.pid).items():
                 by_name[name] += ticks - last.get(tid, 0)
                 last[tid] = ticks
+            if time.perf_counter() - last_checkpoint >= checkpoint_every:
+                checkpoint(so_far(None, _process_cpu_s(process.pid)))
+                last_checkpoint = time.perf_counter()
             pid, status, usage = os.wait4(process.pid, os.WNOHANG)
             if pid:
                 break
@@ -229,10 +264,17 @@ def run_measured(command: list[str], env: dict[str, str], log_path: Path, interv
                 os.wait4(process.pid, 0)
                 raise BenchmarkError(f"winnow ran past {timeout:.0f} s; its log: {log_path}")
             time.sleep(interval)
-        wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    return Finished(process.returncode, wall, usage.ru_utime + usage.ru_stime, peak,
-                    {name: ticks / TICKS for name, ticks in by_name.items()})
+    return so_far(process.returncode, usage.ru_utime + usage.ru_stime)
+
+
+def combined(segments: list[Finished]) -> Finished:
+    """One run measured in several segments (resumed after its machine went away): sums, and the highest peak."""
+    by_name: Counter = Counter()
+    for segment in segments:
+        by_name.update(segment.cpu_by_thread)
+    return Finished(segments[-1].returncode, sum(s.wall_s for s in segments), sum(s.cpu_s for s in segments),
+                    max(s.peak_rss_bytes for s in segments), dict(by_name))
 
 
 # -- reading the job ---------------------------------------------------------------------------------
@@ -290,35 +332,70 @@ def job_root_of(out: Path) -> Path:
 
 
 def read_setups(path: Path) -> dict[str, dict]:
-    if not path.exists():
-        return {}
-    return {r["stage"]: r for r in map(json.loads, path.read_text().splitlines())}
+    """Each stage's setup: wall and CPU seconds summed over the run's segments, the memory it added."""
+    setups: dict[str, dict] = {}
+    for record in map(json.loads, path.read_text().splitlines() if path.exists() else []):
+        setup = setups.setdefault(record["stage"], {"wall_s": 0.0, "cpu_s": 0.0, "rss_added": 0})
+        setup["wall_s"] += record["wall_s"]
+        setup["cpu_s"] += record["cpu_s"]
+        setup["rss_added"] = max(setup["rss_added"], record["rss_after"] - record["rss_before"])
+    return setups
 
 
 # -- the benchmark -------------------------------------------------------------------------------------
 
+RESUMED_ARGS = ("samples", "samples_per_shard", "workers", "model_threads", "filter", "clip_arch", "stages", "seed")
+
+
+def _earlier_segments(work: Path, args: argparse.Namespace) -> tuple[list[Finished], int]:
+    """What the run in ``work`` measured before its machine went away, and its image server's port."""
+    path = work / MEASURED
+    if not path.exists():
+        raise BenchmarkError(f"nothing to resume in {work}: no {MEASURED} (a run started without --work-dir?)")
+    record = json.loads(path.read_text())
+    differs = [f"--{name.replace('_', '-')} {record['args'][name]} (now {getattr(args, name)})"
+               for name in RESUMED_ARGS if record["args"][name] != getattr(args, name)]
+    if differs:
+        raise BenchmarkError(f"the run in {work} was started with other options: {', '.join(differs)}")
+    return [Finished(**segment) for segment in record["segments"]], record["port"]
+
+
 def run_benchmark(args: argparse.Namespace, work: Path) -> RunFigures:
     corpus_dir, corpus = build_pool(args.samples, args.seed)
     pool, job, setup_log, log_path = work / "pool.parquet", work / "job", work / "setups.jsonl", work / "winnow.log"
-    shutil.rmtree(job, ignore_errors=True)
-    setup_log.unlink(missing_ok=True)
+    earlier, port = _earlier_segments(work, args) if args.resume else ([], 0)
+    if not args.resume:
+        shutil.rmtree(job, ignore_errors=True)
+        for path in (setup_log, log_path, work / MEASURED):
+            path.unlink(missing_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env.update(NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", COLUMNS="160",
                **{SETUP_LOG_ENV: str(setup_log)})
-    with ImageServer(corpus_dir) as server:
+    with ImageServer(corpus_dir, port=port) as server:  # the pool's URLs name the first segment's port
         server.preload()
-        write_pool(pool, corpus, server)
+        if not args.resume:
+            write_pool(pool, corpus, server)
         command = winnow_command(pool, job, args)
-        print(f"running: {' '.join(command[1:])}", flush=True)
+        print(f"{'resuming' if earlier else 'running'}: {' '.join(command[1:])}", flush=True)
         server_cpu = time.process_time()
-        finished = run_measured(command, env, log_path, args.sample_interval, args.timeout)
+
+        def checkpoint(now: Finished) -> None:
+            record = {"args": {name: getattr(args, name) for name in RESUMED_ARGS}, "port": server.port,
+                      "segments": [asdict(segment) for segment in [*earlier, now]]}
+            (work / f"{MEASURED}.tmp").write_text(json.dumps(record))
+            (work / f"{MEASURED}.tmp").replace(work / MEASURED)
+
+        finished = run_measured(command, env, log_path, args.sample_interval, args.timeout, checkpoint)
+        checkpoint(finished)
         server_cpu = time.process_time() - server_cpu
+    segments = len(earlier) + 1
+    finished = combined([*earlier, finished])
     if finished.returncode != 0:
         raise BenchmarkError(f"winnow exited with {finished.returncode}; its output ends with:\n"
                              f"{log_path.read_text(errors='replace')[-4000:]}")
     job_root = job_root_of(job)
     figures = RunFigures(args.samples, args.samples_per_shard, args.workers, stage_names=list(args.stages),
-                         wall_s=finished.wall_s,
+                         wall_s=finished.wall_s, segments=segments,
                          cpu_s=finished.cpu_s, peak_rss_bytes=finished.peak_rss_bytes,
                          bytes_written=folder_bytes(job), server_cpu_s=server_cpu,
                          pool_image_bytes=sum(p.stat().st_size for p, _ in corpus),
@@ -331,7 +408,7 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> RunFigures:
         if stage in setups:
             setup = setups[stage]
             stage_figs.setup_wall_s, stage_figs.setup_cpu_s = setup["wall_s"], setup["cpu_s"]
-            stage_figs.setup_rss_bytes = setup["rss_after"] - setup["rss_before"]
+            stage_figs.setup_rss_bytes = setup["rss_added"]
         figures.stages.append(stage_figs)
     figures.other_bytes = {p.name: folder_bytes(p) for p in sorted(job_root.iterdir())
                            if p.is_dir() and p.name not in CURATION_STAGES}
@@ -364,6 +441,10 @@ def report(figures: RunFigures) -> str:
     lines.append(f"peak RSS {_mib(figures.peak_rss_bytes)} MiB; CPU {figures.cpu_s:,.1f} s in all "
                  f"({figures.cpu_s / figures.wall_s:.2f} cores on average); image server {figures.server_cpu_s:.1f} "
                  f"CPU s (not counted above)")
+    if figures.segments > 1:
+        lines.append(f"measured in {figures.segments} segments (resumed with --resume after the machine went away): "
+                     "wall and CPU are their sums, shards cut short were done again and their CPU counted, "
+                     "the image server's CPU is the last segment's")
     groups = ", ".join(f"{name} {cpu:,.1f}" for name, cpu in figures.cpu_by_thread.items() if cpu >= 0.05)
     lines.append(f"CPU s by thread name: {groups}; unattributed (exited threads) {figures.unattributed_cpu_s:.1f}")
     copied = sum(s.bytes_written for s in figures.stages if s.stage in CURATION_COPIES)
@@ -407,9 +488,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-interval", type=float, default=0.2, help="seconds between /proc readings")
     parser.add_argument("--timeout", type=float, default=4 * 3600, help="seconds before winnow is killed")
     parser.add_argument("--work-dir", type=Path, help="pool, job and log (default: a temporary folder)")
+    parser.add_argument("--resume", action="store_true",
+                        help="go on with the run in --work-dir whose machine went away: winnow skips the shards "
+                             "it finished, and the figures add up both parts")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (the job, its log)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
+    if args.resume and not args.work_dir:
+        parser.error("--resume goes on with the run in --work-dir: name it")
     if "embed" not in args.stages and args.filter in ("clip_score", "laion2b"):
         parser.error(f"--filter {args.filter} ranks by CLIP scores: add embed to --stages, or --filter none")
     return args

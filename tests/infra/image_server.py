@@ -417,7 +417,7 @@ _ROUTES = {
 
 
 class ImageServer:
-    """Threaded HTTP/1.1 server on 127.0.0.1 (random port) serving ``root_dir``.
+    """Threaded HTTP/1.1 server on 127.0.0.1 (a free port, or ``port``) serving ``root_dir``.
 
     Attributes:
         base_url: ``http://127.0.0.1:<port>`` once started (else ``None``).
@@ -426,9 +426,10 @@ class ImageServer:
         tmp_dir: per-server temp dir (holds ``bomb.png``), removed on stop.
     """
 
-    def __init__(self, root_dir: str | Path | None = None, host: str = "127.0.0.1"):
+    def __init__(self, root_dir: str | Path | None = None, host: str = "127.0.0.1", port: int = 0):
         self.root_dir = Path(root_dir).resolve() if root_dir is not None else None
         self.host = host
+        self._wanted_port = port  # 0: any free one
         self.base_url: str | None = None
         self.port: int | None = None
         self.hits: collections.Counter = collections.Counter()
@@ -448,7 +449,7 @@ class ImageServer:
         if self._httpd is not None:
             return self.base_url  # type: ignore[return-value]
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="winnow-imgsrv-"))
-        httpd = _Server((self.host, 0), _Handler)
+        httpd = _Server((self.host, self._wanted_port), _Handler)
         httpd.owner = self
         self._httpd = httpd
         self.port = httpd.server_address[1]
