@@ -35,7 +35,6 @@ What the figures mean:
   added (its models).
 - **inside the stage**: ``decode_s``, ``model_s``, ``write_s`` summed from the stage's
   ``_stats.json`` where it records them, and the share of its shards' time outside the models.
-
 - **resumed runs**: the figures so far are written to ``WORK/measured.json`` every 10 s.
   ``--resume`` serves the pool again on the same port and runs the same ``winnow run``, which
   skips the shards already finished; wall time, CPU and thread groups are the segments' sums
