@@ -66,6 +66,22 @@ def _status_name(exc: InferenceServerException) -> str:
     return status.removeprefix("StatusCode.")
 
 
+class _ClosedConnection:
+    """What a closed :class:`TritonClient` calls instead of the library's client: every call raises."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        def closed(*args: Any, **kwargs: Any) -> Any:
+            raise TritonError(f"the client of Triton at {self.url} is closed ({name} called after close())")
+
+        return closed
+
+
 class TritonClient:
     """A thread-safe gRPC client for one Triton server.
 
@@ -208,11 +224,15 @@ class TritonClient:
                 future.cancel()
 
     def close(self) -> None:
+        """Close the connection; closing twice is harmless, any later call raises :class:`TritonError`."""
         with self._pool_lock:
             if self._pool is not None:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 self._pool = None
-        self._client.close()
+        # Drop the library's client now: its __del__ closes the channel again, and when that runs
+        # at interpreter exit (a closed client kept alive by a cache) grpc is already torn down.
+        client, self._client = self._client, _ClosedConnection(self.url)
+        client.close()
 
     def __enter__(self) -> TritonClient:
         return self

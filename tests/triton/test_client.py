@@ -70,3 +70,23 @@ def test_a_model_still_loading_is_unavailable_not_missing():
     assert is_outage(client._translate(loading, "faces_centerface", 1.0))
     assert type(client._translate(missing, "nope", 1.0)) is TritonModelNotFound
     assert not is_outage(client._translate(missing, "nope", 1.0))
+
+
+def test_a_closed_client_lets_go_of_its_channel_and_refuses_calls():
+    """The library's client is released at close(), not at interpreter exit, when grpc is torn down
+    and its __del__ printed an ignored AttributeError at the end of a CI run."""
+    import gc
+    import weakref
+
+    from winnow.shared.outages import is_outage
+    from winnow.shared.triton.client import TritonError
+
+    client = TritonClient(f"127.0.0.1:{_closed_port()}", init_timeout_s=1, retries=0)
+    library_client = weakref.ref(client._client)
+    client.close()
+    gc.collect()
+    assert library_client() is None
+    with pytest.raises(TritonError, match="is closed") as info:
+        client.model_config("m")
+    assert not is_outage(info.value)  # a closed client is a bug to report, not an outage to wait out
+    client.close()
