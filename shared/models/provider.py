@@ -6,6 +6,7 @@ stays cheap and the choice of transport stays outside it.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,13 +18,25 @@ _lock = threading.Lock()
 
 
 def triton_client(url: str):
-    """One shared Triton client per URL, ready before it is returned."""
+    """One shared Triton client per URL, ready before it is returned; closed at interpreter exit."""
     with _lock:
         if url not in _clients:
             from winnow.shared.triton.client import TritonClient
 
             _clients[url] = TritonClient(url)
         return _clients[url]
+
+
+def close_triton_clients() -> None:
+    """Close the shared clients (while grpc is still loaded: at exit it is torn down before them)."""
+    with _lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.close()
+
+
+atexit.register(close_triton_clients)
 
 
 def model_factory(kind: str, preset: str, triton_url: str = "", **overrides: Any) -> Callable[[], Any]:
