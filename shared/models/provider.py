@@ -18,7 +18,7 @@ _lock = threading.Lock()
 
 
 def triton_client(url: str):
-    """One shared Triton client per URL, ready before it is returned; closed at interpreter exit."""
+    """One shared Triton client per URL, made on first use (readiness is the caller's wait); closed at exit."""
     with _lock:
         if url not in _clients:
             from winnow.shared.triton.client import TritonClient
