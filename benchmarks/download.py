@@ -48,6 +48,7 @@ import structlog
 from winnow.shared.logs import configure_logging
 from tests.infra.image_server import ImageServer
 from tests.infra.images import make_jpeg_corpus, title_from_path
+from tests.infra.tools import find_uv
 
 log = structlog.get_logger("benchmarks.download")
 
@@ -114,11 +115,13 @@ def ensure_img2dataset(venv: Path = IMG2DATASET_VENV) -> Path:
     wanted = "\n".join(IMG2DATASET_REQUIREMENTS)
     if executable.exists() and marker.exists() and marker.read_text() == wanted:
         return executable
-    if shutil.which("uv") is None:
-        raise BenchmarkError("uv is not on PATH; it builds img2dataset's virtualenv")
+    uv = find_uv()
+    if uv is None:
+        raise BenchmarkError("uv is not on PATH nor in ~/.local/bin (scripts/setup.sh installs it); "
+                             "it builds img2dataset's virtualenv")
     log.info("creating img2dataset virtualenv", venv=str(venv), requirements=list(IMG2DATASET_REQUIREMENTS))
-    subprocess.run(["uv", "venv", "--quiet", "--clear", "--python", IMG2DATASET_PYTHON, str(venv)], check=True)
-    subprocess.run(["uv", "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+    subprocess.run([uv, "venv", "--quiet", "--clear", "--python", IMG2DATASET_PYTHON, str(venv)], check=True)
+    subprocess.run([uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
                     *IMG2DATASET_REQUIREMENTS], check=True)
     marker.write_text(wanted)
     return executable

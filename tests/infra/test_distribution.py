@@ -22,16 +22,12 @@ from pathlib import Path
 import pytest
 
 from winnow.ops.topology import SERVICES
+from tests.infra.tools import find_uv
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "winnow", "shared", "services", "protos")
 #: the old top-level names: folders of the repository, never installed under these names
 BARE = ("shared", "services", "protos")
-
-
-def _uv() -> str | None:
-    found = shutil.which("uv") or Path.home() / ".local" / "bin" / "uv"
-    return str(found) if Path(found).is_file() else None
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +66,7 @@ def test_the_wheel_has_one_top_level_name(wheel):
 
 
 def test_the_installed_wheel_imports_under_winnow_only(wheel, tmp_path):
-    uv = _uv()
+    uv = find_uv()
     if uv is None:
         pytest.skip("uv is not installed (scripts/setup.sh installs it)")
     venv = tmp_path / "venv"

@@ -26,14 +26,15 @@ from winnow.shared.jobs import JobManifest
 from winnow.shared.messages import decode_ref, encode_ref, make_ref, message_key
 from winnow.shared.shards import iter_tar_samples, shard_prefix
 from tests.e2e.processes import ServiceProcess, free_port
+from tests.infra.tools import find_uv
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "examples" / "plugins" / "winnow-sharpness"
 
 
 def _uv() -> str:
-    found = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
-    if not Path(found).exists():
+    found = find_uv()
+    if found is None:
         pytest.fail("uv is missing: bash scripts/setup.sh installs it")
     return found
 
